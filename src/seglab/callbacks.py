@@ -1,0 +1,56 @@
+"""Callbacks that show what the model does: prediction overlays and the confusion matrix."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from seglab.module import logits_to_labels, split_output
+from seglab.visualize import confusion_matrix_figure, denormalize, grid, overlay
+
+
+class SegmentationVisualizer(L.Callback):
+    """After each validation epoch, logs to TensorBoard a grid of image / ground truth /
+    prediction for a fixed set of validation samples (the first ``num_samples``, so progress
+    is comparable across epochs), and the confusion-matrix figure."""
+
+    def __init__(self, num_samples: int = 6, every_n_epochs: int = 1, alpha: float = 0.5) -> None:
+        self.num_samples, self.every_n_epochs, self.alpha = num_samples, every_n_epochs, alpha
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not loggers:
+            return
+        writer, step = loggers[0].experiment, trainer.global_step
+        dm = trainer.datamodule
+        writer.add_image("val/predictions", self._grid(pl_module, trainer, dm), step,
+                         dataformats="HWC")
+        if "val" in pl_module.last_confmat:
+            fig = confusion_matrix_figure(pl_module.last_confmat["val"], pl_module.class_names)
+            writer.add_figure("val/confusion_matrix", fig, step)
+
+    def _grid(self, pl_module, trainer, dm) -> np.ndarray:
+        dataset = dm.dataset("val")
+        rows = []
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            for i in range(min(self.num_samples, len(dataset))):
+                sample = dataset[i]
+                x = sample["image"].unsqueeze(0).to(pl_module.device)
+                pred = logits_to_labels(split_output(pl_module(x))[0])[0].cpu().numpy()
+                image = denormalize(sample["image"], dm.mean, dm.std)
+                label = sample["mask"].numpy()
+                rows.append([
+                    image,
+                    overlay(image, label, dm.palette, self.alpha, dm.ignore_index),
+                    overlay(image, pred, dm.palette, self.alpha, dm.ignore_index),
+                ])
+        pl_module.train(was_training)
+        return grid(rows)

@@ -1,0 +1,189 @@
+"""``SegmentationModule``: the one LightningModule that trains every architecture.
+
+The architecture (``model.net``) is a plain ``nn.Module``; everything about training lives
+here: loss (with an optional auxiliary head), optimizer with per-part learning rates,
+per-iteration schedule, trunk freezing, and metrics from one confusion matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric
+
+from seglab.metrics import ConfusionMatrix, metrics_from_confmat
+from seglab.optim import param_groups, scale_group_lrs
+
+
+def split_output(out: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    """Nets return logits, or a dict with ``"out"`` and optionally ``"aux"`` logits."""
+    if isinstance(out, dict):
+        return out["out"], out.get("aux")
+    return out, None
+
+
+def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Class indices; a single-channel (binary) net predicts class 1 where its logit > 0."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+class SegmentationModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        *,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = 255,
+        in_channels: int = 3,
+        train_trunk: bool = True,
+        lr_mult: dict[str, float] | None = None,
+        aux_weight: float = 0.4,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net, self.loss = net, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.train_trunk, self.lr_mult, self.aux_weight = train_trunk, lr_mult, aux_weight
+        self.channels_last = channels_last
+        # The resolved run config as plain containers, saved into every checkpoint so that
+        # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
+        self.run_config: dict = {}
+        self._check_output_channels(in_channels)
+        if not train_trunk:
+            self._freeze_trunk()
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.metrics = nn.ModuleDict(
+            {s: ConfusionMatrix(num_classes, ignore_index) for s in ("val", "test")}
+        )
+        self.miou_best = MaxMetric()
+        self.last_confmat: dict[str, torch.Tensor] = {}
+        self.last_results: dict[str, float] = {}
+
+    # -- set-up checks -------------------------------------------------------------------
+    def _check_output_channels(self, in_channels: int) -> None:
+        """Fails before training when the net's output disagrees with the data's classes."""
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            logits, _ = split_output(self.net(torch.zeros(1, in_channels, 64, 64)))
+        self.net.train(was_training)
+        channels = logits.shape[1]
+        if channels != self.num_classes and not (channels == 1 and self.num_classes == 2):
+            raise ValueError(
+                f"{type(self.net).__name__} outputs {channels} channels but the data has "
+                f"num_classes={self.num_classes}. Leave model.net.num_classes at its default "
+                "${data.num_classes} (or 1 for a binary net trained with loss=bce)."
+            )
+        if tuple(logits.shape[-2:]) != (64, 64):
+            raise ValueError(
+                f"{type(self.net).__name__} returned logits of size {tuple(logits.shape[-2:])} "
+                "for a 64x64 input; nets must return logits at the input's resolution"
+            )
+
+    def _freeze_trunk(self) -> None:
+        trunk = getattr(self.net, "encoder", None)
+        if not isinstance(trunk, nn.Module):
+            raise ValueError(
+                f"model.train_trunk=false, but {type(self.net).__name__} has no .encoder to "
+                "freeze; set model.train_trunk=true"
+            )
+        trunk.requires_grad_(False)
+        trunk.eval()
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        """Keeps a frozen trunk in eval mode so its BatchNorm statistics stay fixed."""
+        super().train(mode)
+        if not self.train_trunk:
+            self.net.encoder.eval()
+        return self
+
+    # -- forward and loss ----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _loss(self, out: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = split_output(out)
+        loss = self.loss(logits, target)
+        if aux is not None and self.aux_weight:
+            aux = F.interpolate(aux, size=target.shape[-2:], mode="bilinear", align_corners=False)
+            loss = loss + self.aux_weight * self.loss(aux, target)
+        return loss, logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(self(batch["image"]), batch["mask"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        loss, logits = self._loss(self(batch["image"]), batch["mask"])
+        self.metrics[stage].update(logits_to_labels(logits), batch["mask"])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=batch["image"].shape[0])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return logits_to_labels(split_output(self(batch["image"]))[0])
+
+    # -- metrics -------------------------------------------------------------------------
+    def _log_epoch_metrics(self, stage: str) -> dict[str, float]:
+        confmat = self.metrics[stage].compute()  # summed over processes
+        self.metrics[stage].reset()
+        m = metrics_from_confmat(confmat)
+        results = {
+            f"{stage}/miou": m["mIoU"],
+            f"{stage}/aacc": m["aAcc"],
+            f"{stage}/macc": m["mAcc"],
+            f"{stage}/mdice": m["mDice"],
+        }
+        for i, name in enumerate(self.class_names):
+            results[f"{stage}/iou/{name}"] = m["IoU"][i]
+            results[f"{stage}/acc/{name}"] = m["Acc"][i]
+        for key, value in results.items():
+            # Identical on every rank already: no further reduction needed.
+            self.log(key, value.float(), prog_bar=key.endswith("/miou"))
+        self.last_confmat[stage] = confmat.cpu()
+        self.last_results.update({k: float(v) for k, v in results.items()})
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._log_epoch_metrics("val")
+        if not self.trainer.sanity_checking:
+            self.miou_best(results["val/miou"].to(self.device))
+            self.log("val/miou_best", self.miou_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # -- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = scale_group_lrs(self.optimizer_factory(param_groups(self.net, self.lr_mult)))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["seglab_config"] = self.run_config

@@ -1,0 +1,256 @@
+"""What the entry scripts run: ``train``, ``evaluate`` and ``predict`` on a composed config.
+
+Kept out of the scripts so that tests call them in-process on composed configs, as the
+lightning-hydra-template does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from seglab.config import check_config, plain, print_config_tree
+from seglab.module import SegmentationModule, logits_to_labels, split_output
+from seglab.reporting import print_metrics_table, save_metrics_json
+
+log = logging.getLogger(__name__)
+
+# Trainer settings an evaluation inherits from the training run (the rest is fit-only).
+EVAL_TRAINER_KEYS = ("_target_", "accelerator", "devices", "num_nodes", "strategy", "precision",
+                     "deterministic")
+
+
+def build_module(cfg: DictConfig) -> SegmentationModule:
+    """The LightningModule for ``cfg.model`` with loss / optimizer / scheduler from their
+    groups and the data facts (classes, ignore index, channels) from ``cfg.data``."""
+    data = cfg.data
+    scheduler = cfg.get("scheduler")
+    module = instantiate(
+        cfg.model,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(scheduler) if scheduler and "_target_" in scheduler else None,
+        num_classes=data.num_classes,
+        class_names=list(data.class_names),
+        ignore_index=data.ignore_index,
+        in_channels=data.in_channels,
+    )
+    # Set after instantiation: it holds `_target_`s that instantiate would try to build.
+    module.run_config = plain(cfg)
+    return module
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiates every entry of a callbacks / logger group (entries without a
+    ``_target_`` are skipped, so an entry can be disabled with ``callbacks.x=null``)."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a seglab checkpoint safely (``weights_only=True``: no code runs on load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file.ckpt>")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "seglab_config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
+    return ckpt
+
+
+@rank_zero_only
+def _report(metrics: dict, class_names: Sequence[str], stages: Sequence[str], out: Path) -> None:
+    for stage in stages:
+        print_metrics_table(metrics, class_names, stage)
+    path = save_metrics_json(out / "metrics.json", metrics)
+    log.info("metrics written to %s", path)
+
+
+def _stage_metrics(module: SegmentationModule, trainer: L.Trainer, stage: str) -> dict:
+    out = {k: v for k, v in module.last_results.items() if k.startswith(f"{stage}/")}
+    loss = trainer.callback_metrics.get(f"{stage}/loss")
+    if loss is not None:
+        out[f"{stage}/loss"] = float(loss)
+    out[f"{stage}/confusion_matrix"] = module.last_confmat[stage].tolist()
+    return out
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fits, then evaluates the best checkpoint on val (and test when the data has one);
+    returns the final metrics, also written to ``metrics.json`` in the run folder."""
+    check_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    print_config_tree(cfg, out_dir / "config_tree.log")
+
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = trainer.callback_metrics.get("val/miou_best")
+        if best is not None:
+            metrics["val/miou_best"] = float(best)
+
+    ckpt_cb = trainer.checkpoint_callback
+    best_path = ckpt_cb.best_model_path if ckpt_cb is not None and cfg.get("train", True) else ""
+    ckpt = best_path or None
+    if ckpt is None and not cfg.get("train", True):
+        ckpt = cfg.get("ckpt_path")
+    if ckpt:
+        log.info("evaluating checkpoint %s", ckpt)
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    metrics.update(_stage_metrics(module, trainer, "val"))
+    stages = ["val"]
+    if cfg.get("test", True) and datamodule.has_test:
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics.update(_stage_metrics(module, trainer, "test"))
+        stages.append("test")
+    metrics.setdefault("val/miou_best", metrics["val/miou"])
+    if best_path:
+        metrics["best_checkpoint"] = best_path
+
+    _report(metrics, module.class_names, stages, out_dir)
+    for lg in trainer.loggers:
+        if isinstance(lg, TensorBoardLogger):
+            scalars = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
+                       if isinstance(v, float) and k.count("/") == 1}
+            lg.log_hyperparams(_hparams(cfg), metrics=scalars)
+    return metrics
+
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The hyperparameters worth comparing runs by, for TensorBoard's HPARAMS tab."""
+    c = plain(cfg)
+    return {
+        "model": c["model"]["net"]["_target_"].rsplit(".", 1)[-1],
+        "data": c["data"]["name"],
+        "loss": c["loss"]["_target_"].rsplit(".", 1)[-1],
+        "optimizer": c["optimizer"]["_target_"].rsplit(".", 1)[-1],
+        "lr": c["optimizer"].get("lr"),
+        "weight_decay": c["optimizer"].get("weight_decay"),
+        "batch_size": c["data"]["batch_size"],
+        "max_epochs": c["trainer"].get("max_epochs"),
+        "precision": str(c["trainer"].get("precision")),
+        "train_trunk": c["model"].get("train_trunk"),
+        "seed": c.get("seed"),
+    }
+
+
+def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
+    """The training run's config, with this command's ``data`` / ``trainer`` values on top."""
+    saved = OmegaConf.create(ckpt["seglab_config"])
+    with open_dict(saved):
+        if cfg.get("data"):
+            saved.data = OmegaConf.merge(saved.data, cfg.data)
+        trainer = {k: v for k, v in saved.trainer.items() if k in EVAL_TRAINER_KEYS}
+        saved.trainer = OmegaConf.merge(trainer, cfg.get("trainer") or {})
+    return saved
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuilds the model from the checkpoint's own config and evaluates ``cfg.split``."""
+    if cfg.split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {cfg.split!r}")
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    run = _saved_config(cfg, ckpt)
+    out_dir = Path(cfg.paths.output_dir)
+    print_config_tree(run, out_dir / "config_tree.log")
+    datamodule = instantiate(run.data)
+    if cfg.split == "test" and not datamodule.has_test:
+        raise ValueError(f"data '{run.data.name}' has no test split; use split=val")
+    module = build_module(run)
+    module.load_state_dict(ckpt["state_dict"])
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    trainer: L.Trainer = instantiate(run.trainer, logger=False, callbacks=callbacks,
+                                     default_root_dir=str(out_dir))
+    run_eval = trainer.validate if cfg.split == "val" else trainer.test
+    run_eval(module, datamodule=datamodule, verbose=False)
+    metrics = _stage_metrics(module, trainer, cfg.split)
+    _report(metrics, module.class_names, [cfg.split], out_dir)
+    return metrics
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _list_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    raise FileNotFoundError(f"input {path} does not exist; pass input=<image or folder>")
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Writes a palette PNG mask (``<name>.png``, pixel values are class ids) and an overlay
+    (``<name>_overlay.png``) for every image under ``cfg.input``, at the image's own size."""
+    from PIL import Image
+
+    from seglab.visualize import overlay
+
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    run = OmegaConf.create(ckpt["seglab_config"])
+    module = build_module(run)
+    module.load_state_dict(ckpt["state_dict"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module.to(device).eval()
+    precision = str(cfg.get("precision") or run.trainer.get("precision", "32-true"))
+    autocast_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    use_autocast = "mixed" in precision and (device.type == "cuda" or autocast_dtype == torch.bfloat16)
+
+    data = run.data
+    mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
+    palette = [list(c) for c in data.palette]
+    flat_palette = [v for c in palette for v in c]
+    in_root = Path(cfg.input)
+    out_root = Path(cfg.output)
+    out_root.mkdir(parents=True, exist_ok=True)
+    written, failed = [], []
+    for path in _list_images(in_root):
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("L" if data.in_channels == 1 else "RGB"))
+        except Exception as err:  # unreadable file: report it, keep going with the rest
+            failed.append((path, err))
+            continue
+        if image.ndim == 2:
+            image = image[..., None]
+        x = torch.from_numpy(((image / 255.0 - mean) / std).astype(np.float32))
+        x = x.permute(2, 0, 1).unsqueeze(0).to(device)
+        with torch.no_grad(), torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
+            labels = logits_to_labels(split_output(module(x))[0])[0].cpu().numpy()
+        rel = path.relative_to(in_root).with_suffix("") if in_root.is_dir() else Path(path.stem)
+        target = out_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mask = Image.fromarray(labels.astype(np.uint8), mode="P")
+        mask.putpalette(flat_palette)
+        mask.save(target.with_name(target.name + ".png"))
+        rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+        Image.fromarray(overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data.ignore_index)).save(
+            target.with_name(target.name + "_overlay.png")
+        )
+        written.append(target.with_name(target.name + ".png"))
+    log.info("wrote %d masks and overlays to %s", len(written), out_root)
+    for path, err in failed:
+        log.error("could not read %s: %s", path, err)
+    if failed:
+        log.error("%d of %d files could not be read (listed above)", len(failed),
+                  len(failed) + len(written))
+    return written

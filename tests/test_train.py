@@ -1,0 +1,104 @@
+"""End-to-end, in-process: train, resume, evaluate, predict and what a run leaves behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglab import pipeline
+
+
+def _last_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_fast_dev_run_on_the_default_config(make_cfg):
+    cfg = make_cfg("train", "debug=fdr", tiny=False)
+    metrics = pipeline.train(cfg)
+    assert 0.0 <= metrics["val/miou"] <= 1.0
+    assert "test/miou" in metrics
+
+
+def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
+    common = ["seed=3", "trainer.deterministic=true"]
+    # Uninterrupted: 2 epochs.
+    full = make_cfg("train", *common, out="full")
+    m_full = pipeline.train(full)
+    full_dir = Path(full.paths.output_dir)
+
+    # What a run leaves behind.
+    saved = json.loads((full_dir / "metrics.json").read_text())
+    for key in ("val/miou", "val/miou_best", "val/aacc", "val/macc", "val/iou/star",
+                "val/confusion_matrix", "test/miou", "best_checkpoint"):
+        assert key in saved, key
+    assert saved["val/miou"] == pytest.approx(m_full["val/miou"])
+    assert (full_dir / "config_tree.log").read_text().count("SegDataModule") == 1
+    ckpt = torch.load(full_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["seglab_config"]["model"]["net"]["_target_"] == "seglab.models.unet.UNet"
+
+    # TensorBoard got losses, metrics, learning rate, overlays, confusion matrix, hparams.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(full_dir / "tensorboard")).Reload()
+    tags = events.Tags()
+    assert {"train/loss_step", "val/miou", "val/loss", "val/iou/star"} <= set(tags["scalars"])
+    assert any(t.startswith("lr-") for t in tags["scalars"])
+    assert {"val/predictions", "val/confusion_matrix"} <= set(tags["images"])
+    assert len(events.Images("val/predictions")) == 2  # one per epoch
+    assert "hp/val_miou" in tags["scalars"]
+
+    # Interrupted after 1 epoch, then resumed to 2: same weights and metrics, bit for bit.
+    half = make_cfg("train", *common, "trainer.max_epochs=1", out="half")
+    pipeline.train(half)
+    last = Path(half.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = make_cfg("train", *common, f"ckpt_path={last}", out="resumed")
+    m_resumed = pipeline.train(resumed)
+    a, b = _last_state(full_dir), _last_state(Path(resumed.paths.output_dir))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert m_resumed["val/confusion_matrix"] == m_full["val/confusion_matrix"]
+    assert m_resumed["val/miou"] == m_full["val/miou"]
+
+    # eval.py rebuilds the model from the checkpoint's config and reproduces the figures.
+    ev = make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}", out="eval")
+    m_eval = pipeline.evaluate(ev)
+    assert m_eval["val/confusion_matrix"] == saved["val/confusion_matrix"]
+    assert m_eval["val/miou"] == pytest.approx(saved["val/miou"], abs=1e-12)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/miou"] == pytest.approx(
+        saved["val/miou"]
+    )
+    m_test = pipeline.evaluate(make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}",
+                                        "split=test", out="eval_test"))
+    assert m_test["test/miou"] == pytest.approx(saved["test/miou"], abs=1e-12)
+
+    # predict.py writes a palette mask and an overlay per image, at the image's size, and
+    # reports unreadable files without stopping.
+    inputs = tmp_path / "inputs"
+    (inputs / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(inputs / "a.png")
+    Image.fromarray(rng.integers(0, 255, (70, 41), dtype=np.uint8)).save(inputs / "sub" / "b.jpg")
+    (inputs / "broken.png").write_bytes(b"not an image")
+    pr = make_cfg("predict", f"ckpt_path={last}", f"input={inputs}",
+                  f"output={tmp_path / 'pred'}", out="predict")
+    written = pipeline.predict(pr)
+    assert sorted(p.name for p in written) == ["a.png", "b.png"]
+    mask = Image.open(tmp_path / "pred" / "a.png")
+    assert mask.mode == "P" and mask.size == (53, 37)
+    assert np.asarray(mask).max() < 5
+    assert Image.open(tmp_path / "pred" / "sub" / "b_overlay.png").size == (41, 70)
+
+
+def test_bad_checkpoint_is_refused_clearly(make_cfg, tmp_path):
+    bogus = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    with pytest.raises(ValueError, match="not a seglab checkpoint"):
+        pipeline.evaluate(make_cfg("eval", f"ckpt_path={bogus}"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pipeline.evaluate(make_cfg("eval", f"ckpt_path={tmp_path / 'missing.ckpt'}"))
