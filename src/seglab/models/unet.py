@@ -1,7 +1,10 @@
 """U-Net (Ronneberger et al., 2015) with configurable depth and width.
 
 Differences from the paper, as in most modern re-implementations: 'same' padding (so the
-output has the input's size and no tiling is needed) and optional BatchNorm. ``depth`` is the
+output has the input's size and no tiling is needed) and optional BatchNorm. Any input size
+works without padding the input: pooling uses ceil mode and each upsampled map is cropped to
+its skip connection's size, so an image that is not a multiple of 16 sees no artificial
+border that training crops never showed. ``depth`` is the
 number of 2x downsamplings; the widths are ``base_channels * 2**level``. ``depth=4,
 base_channels=64, batch_norm=False, upsampling="transpose"`` is the paper's network (31.0M
 parameters at 2 classes).
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglab.models.common import ConvBNReLU, crop_to, pad_to_multiple
+from seglab.models.common import ConvBNReLU
 
 
 class DoubleConv(nn.Sequential):
@@ -34,7 +37,8 @@ class UNetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self.stem(x)]
         for down in self.downs:
-            features.append(down(F.max_pool2d(features[-1], 2)))
+            # ceil_mode: odd sizes keep their last row/column instead of dropping it.
+            features.append(down(F.max_pool2d(features[-1], 2, ceil_mode=True)))
         return features
 
 
@@ -53,7 +57,9 @@ class UpBlock(nn.Module):
         self.conv = DoubleConv(2 * cskip, cout, batch_norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([self.up(x), skip], dim=1))
+        # With ceil-mode pooling the upsampled map is at most one pixel larger: crop it.
+        x = self.up(x)[..., : skip.shape[-2], : skip.shape[-1]]
+        return self.conv(torch.cat([x, skip], dim=1))
 
 
 class UNet(nn.Module):
@@ -70,7 +76,6 @@ class UNet(nn.Module):
         if depth < 1:
             raise ValueError(f"unet: depth must be >= 1, got {depth}")
         widths = [base_channels * 2**i for i in range(depth + 1)]
-        self.stride = 2**depth
         self.encoder = UNetEncoder(in_channels, widths, batch_norm)
         self.decoder = nn.ModuleList(
             UpBlock(cin, cout, cout, upsampling, batch_norm)
@@ -79,8 +84,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.stride)
         *skips, y = self.encoder(x)
         for up, skip in zip(self.decoder, reversed(skips)):
             y = up(y, skip)
-        return crop_to(self.head(y), size)
+        return self.head(y)
