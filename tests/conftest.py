@@ -26,8 +26,8 @@ TINY = [
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",
     "trainer.num_sanity_val_steps=0",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    "++callbacks.rich_progress_bar=null",
+    "++callbacks.model_summary=null",
 ]
 
 

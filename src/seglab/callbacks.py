@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from seglab.module import logits_to_labels, split_output
@@ -22,7 +23,8 @@ class SegmentationVisualizer(L.Callback):
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        fitting = trainer.state.fn == TrainerFn.FITTING  # not the final re-evaluation
+        if not fitting or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:

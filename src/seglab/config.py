@@ -49,7 +49,7 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 
 def check_config(cfg: DictConfig) -> None:
     """Cheap consistency checks, run before any model or data is built."""
-    missing = OmegaConf.missing_keys(cfg)
+    missing = {k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")}
     if missing:
         raise ValueError(
             f"config values missing: {sorted(missing)}; set them on the command line, e.g. "
