@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +19,11 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, f"src/{script}", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
@@ -29,8 +32,14 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
 def test_ddp_two_processes_match_a_single_process(tmp_path, make_cfg):
     run_dir = tmp_path / "ddp"
     # 7 validation images over 2 processes: a padding sampler would count one twice.
-    run_script("train.py", *TINY, "trainer.devices=2", "trainer.accelerator=cpu",
-               "seed=1", f"hydra.run.dir={run_dir}")
+    run_script(
+        "train.py",
+        *TINY,
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "seed=1",
+        f"hydra.run.dir={run_dir}",
+    )
     ddp = json.loads((run_dir / "metrics.json").read_text())
     # One run folder, one set of outputs (rank 1 wrote no second metrics, logs or configs).
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
@@ -38,8 +47,9 @@ def test_ddp_two_processes_match_a_single_process(tmp_path, make_cfg):
     writers = {p.name.split(".")[-2] for p in (run_dir / "tensorboard").glob("events.out.*")}
     assert len(writers) == 1  # event files from one process (rank 0) only
 
-    single = pipeline.evaluate(make_cfg("eval", f"ckpt_path={ddp['best_checkpoint']}",
-                                        "+trainer.devices=1", out="single"))
+    single = pipeline.evaluate(
+        make_cfg("eval", f"ckpt_path={ddp['best_checkpoint']}", "+trainer.devices=1", out="single")
+    )
     assert single["val/confusion_matrix"] == ddp["val/confusion_matrix"]
     assert single["val/miou"] == pytest.approx(ddp["val/miou"], abs=1e-12)
     # Exactly the labelled pixels of the 7 validation images were counted.
@@ -57,8 +67,14 @@ def _val_samples(make_cfg):
 
 def test_multirun_gives_each_job_its_own_folder(tmp_path):
     sweep = tmp_path / "sweep"
-    run_script("train.py", "-m", *TINY, "trainer.max_epochs=1", "optimizer.lr=0.001,0.01",
-               f"hydra.sweep.dir={sweep}")
+    run_script(
+        "train.py",
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "optimizer.lr=0.001,0.01",
+        f"hydra.sweep.dir={sweep}",
+    )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     lrs = []
@@ -71,9 +87,15 @@ def test_multirun_gives_each_job_its_own_folder(tmp_path):
 
 def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
     sweep = tmp_path / "optuna"
-    run_script("train.py", "hparams_search=shapes_optuna", *TINY, "trainer.max_epochs=1",
-               "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-               f"hydra.sweep.dir={sweep}")
+    run_script(
+        "train.py",
+        "hparams_search=shapes_optuna",
+        *TINY,
+        "trainer.max_epochs=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"hydra.sweep.dir={sweep}",
+    )
     trials = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(2)]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert result["best_value"] == pytest.approx(max(t["val/miou_best"] for t in trials))
@@ -88,9 +110,16 @@ def test_predict_and_eval_scripts_run(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (45, 33), (200, 10, 10)).save(img)
-    run_script("predict.py", f"ckpt_path={ckpt}", f"input={img}", f"output={tmp_path / 'out'}",
-               f"hydra.run.dir={tmp_path / 'p'}")
+    run_script(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={img}",
+        f"output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    )
     assert Image.open(tmp_path / "out" / "img.png").size == (45, 33)
-    out = run_script("eval.py", f"ckpt_path={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'e'}")
+    out = run_script(
+        "eval.py", f"ckpt_path={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'e'}"
+    )
     assert "test metrics" in out.stdout
     assert "test/miou" in json.loads((tmp_path / "e" / "metrics.json").read_text())

@@ -8,8 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from seglab.config import check_config
-from seglab.config import plain
+from seglab.config import check_config, plain
 from seglab.pipeline import _instantiate_all, build_module
 
 
@@ -17,13 +16,24 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger",
-          "debug", "experiment"]
+GROUPS = [
+    "data",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "debug",
+    "experiment",
+]
 
 
 @pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in _options(g)] + [("hparams_search", o)
-                                                                    for o in _options("hparams_search")]
+    "group,option",
+    [(g, o) for g in GROUPS for o in _options(g)]
+    + [("hparams_search", o) for o in _options("hparams_search")],
 )
 def test_option_composes_and_instantiates(make_cfg, group, option):
     cfg = make_cfg("train", f"{group}={option}")
@@ -61,7 +71,9 @@ def test_eval_and_predict_configs_compose(make_cfg):
 
 
 def test_mismatched_classes_and_missing_values_are_clear_errors(make_cfg):
-    with pytest.raises(ValueError, match="model.net.num_classes=3 but data 'shapes' has num_classes=5"):
+    with pytest.raises(
+        ValueError, match="model.net.num_classes=3 but data 'shapes' has num_classes=5"
+    ):
         check_config(make_cfg("train", "model.net.num_classes=3"))
     with pytest.raises(ValueError, match="model.net.in_channels=1"):
         check_config(make_cfg("train", "model.net.in_channels=1"))

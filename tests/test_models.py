@@ -59,8 +59,10 @@ def test_frozen_trunk_keeps_weights_and_batchnorm_statistics():
 def test_num_classes_mismatch_is_refused_before_training():
     with pytest.raises(ValueError, match="outputs 3 channels but the data has num_classes=5"):
         SegmentationModule(
-            UNet(num_classes=3, depth=2, base_channels=4), CrossEntropy(),
-            torch.optim.SGD, num_classes=5,
+            UNet(num_classes=3, depth=2, base_channels=4),
+            CrossEntropy(),
+            torch.optim.SGD,
+            num_classes=5,
         )
 
 

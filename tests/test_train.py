@@ -33,8 +33,16 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
 
     # What a run leaves behind.
     saved = json.loads((full_dir / "metrics.json").read_text())
-    for key in ("val/miou", "val/miou_best", "val/aacc", "val/macc", "val/iou/star",
-                "val/confusion_matrix", "test/miou", "best_checkpoint"):
+    for key in (
+        "val/miou",
+        "val/miou_best",
+        "val/aacc",
+        "val/macc",
+        "val/iou/star",
+        "val/confusion_matrix",
+        "test/miou",
+        "best_checkpoint",
+    ):
         assert key in saved, key
     assert saved["val/miou"] == pytest.approx(m_full["val/miou"])
     assert (full_dir / "config_tree.log").read_text().count("SegDataModule") == 1
@@ -70,11 +78,12 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
     m_eval = pipeline.evaluate(ev)
     assert m_eval["val/confusion_matrix"] == saved["val/confusion_matrix"]
     assert m_eval["val/miou"] == pytest.approx(saved["val/miou"], abs=1e-12)
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/miou"] == pytest.approx(
-        saved["val/miou"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[
+        "val/miou"
+    ] == pytest.approx(saved["val/miou"])
+    m_test = pipeline.evaluate(
+        make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}", "split=test", out="eval_test")
     )
-    m_test = pipeline.evaluate(make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}",
-                                        "split=test", out="eval_test"))
     assert m_test["test/miou"] == pytest.approx(saved["test/miou"], abs=1e-12)
 
     # predict.py writes a palette mask and an overlay per image, at the image's size, and
@@ -85,8 +94,13 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
     Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(inputs / "a.png")
     Image.fromarray(rng.integers(0, 255, (70, 41), dtype=np.uint8)).save(inputs / "sub" / "b.jpg")
     (inputs / "broken.png").write_bytes(b"not an image")
-    pr = make_cfg("predict", f"ckpt_path={last}", f"input={inputs}",
-                  f"output={tmp_path / 'pred'}", out="predict")
+    pr = make_cfg(
+        "predict",
+        f"ckpt_path={last}",
+        f"input={inputs}",
+        f"output={tmp_path / 'pred'}",
+        out="predict",
+    )
     written = pipeline.predict(pr)
     assert sorted(p.name for p in written) == ["a.png", "b.png"]
     mask = Image.open(tmp_path / "pred" / "a.png")

@@ -31,8 +31,9 @@ class SegmentationVisualizer(L.Callback):
             return
         writer, step = loggers[0].experiment, trainer.global_step
         dm = trainer.datamodule
-        writer.add_image("val/predictions", self._grid(pl_module, trainer, dm), step,
-                         dataformats="HWC")
+        writer.add_image(
+            "val/predictions", self._grid(pl_module, trainer, dm), step, dataformats="HWC"
+        )
         if "val" in pl_module.last_confmat:
             fig = confusion_matrix_figure(pl_module.last_confmat["val"], pl_module.class_names)
             writer.add_figure("val/confusion_matrix", fig, step)
@@ -49,10 +50,12 @@ class SegmentationVisualizer(L.Callback):
                 pred = logits_to_labels(split_output(pl_module(x))[0])[0].cpu().numpy()
                 image = denormalize(sample["image"], dm.mean, dm.std)
                 label = sample["mask"].numpy()
-                rows.append([
-                    image,
-                    overlay(image, label, dm.palette, self.alpha, dm.ignore_index),
-                    overlay(image, pred, dm.palette, self.alpha, dm.ignore_index),
-                ])
+                rows.append(
+                    [
+                        image,
+                        overlay(image, label, dm.palette, self.alpha, dm.ignore_index),
+                        overlay(image, pred, dm.palette, self.alpha, dm.ignore_index),
+                    ]
+                )
         pl_module.train(was_training)
         return grid(rows)

@@ -63,10 +63,14 @@ def check_config(cfg: DictConfig) -> None:
             f"{data.num_classes}; remove the override (it defaults to ${{data.num_classes}}) "
             "or pick the data config that matches"
         )
-    if out == 1 and "BCE" not in str(cfg.loss.get("_target_", "")) and "Dice" not in str(
-        cfg.loss.get("_target_", "")
+    if (
+        out == 1
+        and "BCE" not in str(cfg.loss.get("_target_", ""))
+        and "Dice" not in str(cfg.loss.get("_target_", ""))
     ):
-        raise ValueError("a single-channel net (model.net.num_classes=1) needs loss=bce or loss=dice")
+        raise ValueError(
+            "a single-channel net (model.net.num_classes=1) needs loss=bce or loss=dice"
+        )
     cin = net.get("in_channels")
     if cin is not None and cin != data.in_channels:
         raise ValueError(
@@ -83,7 +87,9 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
         if key == "hydra":
             continue
         branch = tree.add(str(key), style="bold")
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", word_wrap=True))
     Console().print(tree)
     if save_to is not None:

@@ -139,4 +139,6 @@ class WeightedSum(nn.Module):
         self.weights = list(weights)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.losses))
+        return sum(
+            w * loss(logits, target) for w, loss in zip(self.weights, self.losses, strict=True)
+        )

@@ -26,8 +26,15 @@ from seglab.reporting import print_metrics_table, save_metrics_json
 log = logging.getLogger(__name__)
 
 # Trainer settings an evaluation inherits from the training run (the rest is fit-only).
-EVAL_TRAINER_KEYS = ("_target_", "accelerator", "devices", "num_nodes", "strategy", "precision",
-                     "deterministic")
+EVAL_TRAINER_KEYS = (
+    "_target_",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "deterministic",
+)
 
 
 def build_module(cfg: DictConfig) -> SegmentationModule:
@@ -129,8 +136,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _report(metrics, module.class_names, stages, out_dir)
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
-            scalars = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
-                       if isinstance(v, float) and k.count("/") == 1}
+            scalars = {
+                f"hp/{k.replace('/', '_')}": v
+                for k, v in metrics.items()
+                if isinstance(v, float) and k.count("/") == 1
+            }
             lg.log_hyperparams(_hparams(cfg), metrics=scalars)
     return metrics
 
@@ -178,8 +188,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(run)
     module.load_state_dict(ckpt["state_dict"])
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    trainer: L.Trainer = instantiate(run.trainer, logger=False, callbacks=callbacks,
-                                     default_root_dir=str(out_dir))
+    trainer: L.Trainer = instantiate(
+        run.trainer, logger=False, callbacks=callbacks, default_root_dir=str(out_dir)
+    )
     run_eval = trainer.validate if cfg.split == "val" else trainer.test
     run_eval(module, datamodule=datamodule, verbose=False)
     metrics = _stage_metrics(module, trainer, cfg.split)
@@ -213,7 +224,9 @@ def predict(cfg: DictConfig) -> list[Path]:
     module.to(device).eval()
     precision = str(cfg.get("precision") or run.trainer.get("precision", "32-true"))
     autocast_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-    use_autocast = "mixed" in precision and (device.type == "cuda" or autocast_dtype == torch.bfloat16)
+    use_autocast = "mixed" in precision and (
+        device.type == "cuda" or autocast_dtype == torch.bfloat16
+    )
 
     data = run.data
     mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
@@ -243,14 +256,17 @@ def predict(cfg: DictConfig) -> list[Path]:
         mask.putpalette(flat_palette)
         mask.save(target.with_name(target.name + ".png"))
         rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-        Image.fromarray(overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data.ignore_index)).save(
-            target.with_name(target.name + "_overlay.png")
-        )
+        Image.fromarray(
+            overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data.ignore_index)
+        ).save(target.with_name(target.name + "_overlay.png"))
         written.append(target.with_name(target.name + ".png"))
     log.info("wrote %d masks and overlays to %s", len(written), out_root)
     for path, err in failed:
         log.error("could not read %s: %s", path, err)
     if failed:
-        log.error("%d of %d files could not be read (listed above)", len(failed),
-                  len(failed) + len(written))
+        log.error(
+            "%d of %d files could not be read (listed above)",
+            len(failed),
+            len(failed) + len(written),
+        )
     return written

@@ -40,9 +40,12 @@ def print_metrics_table(metrics: dict[str, float], class_names: Sequence[str], s
         return "-" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
 
     for name in class_names:
-        table.add_row(name, fmt(metrics.get(f"{stage}/iou/{name}")),
-                      fmt(metrics.get(f"{stage}/acc/{name}")))
+        table.add_row(
+            name, fmt(metrics.get(f"{stage}/iou/{name}")), fmt(metrics.get(f"{stage}/acc/{name}"))
+        )
     table.add_section()
-    table.add_row("mIoU / mAcc", fmt(metrics.get(f"{stage}/miou")), fmt(metrics.get(f"{stage}/macc")))
+    table.add_row(
+        "mIoU / mAcc", fmt(metrics.get(f"{stage}/miou")), fmt(metrics.get(f"{stage}/macc"))
+    )
     table.add_row("aAcc", "", fmt(metrics.get(f"{stage}/aacc")))
     Console().print(table)

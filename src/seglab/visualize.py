@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> np.ndarray:
+def colorize(
+    mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255
+) -> np.ndarray:
     """Label map (H, W) -> RGB uint8 (H, W, 3); ignored or unknown labels are white."""
     table = np.full((256, 3), 255, np.uint8)
     table[: len(palette)] = np.asarray(palette, np.uint8)
@@ -18,7 +20,10 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: i
 
 
 def overlay(
-    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5,
+    image: np.ndarray,
+    mask: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    alpha: float = 0.5,
     ignore_index: int = 255,
 ) -> np.ndarray:
     """Blends the colourised mask over the image; ignored pixels show the image alone."""
@@ -42,9 +47,7 @@ def grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
     ch = max(img.shape[0] for row in rows for img in row)
     cw = max(img.shape[1] for row in rows for img in row)
     ncol = max(len(row) for row in rows)
-    canvas = np.full(
-        (len(rows) * (ch + gap) - gap, ncol * (cw + gap) - gap, 3), 255, np.uint8
-    )
+    canvas = np.full((len(rows) * (ch + gap) - gap, ncol * (cw + gap) - gap, 3), 255, np.uint8)
     for r, row in enumerate(rows):
         for c, img in enumerate(row):
             y, x = r * (ch + gap), c * (cw + gap)
@@ -72,7 +75,14 @@ def confusion_matrix_figure(confmat: torch.Tensor | np.ndarray, class_names: Seq
     if n <= 25:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     return fig

@@ -21,7 +21,9 @@ from seglab.models.common import ConvBNReLU
 
 class DoubleConv(nn.Sequential):
     def __init__(self, cin: int, cout: int, batch_norm: bool) -> None:
-        super().__init__(ConvBNReLU(cin, cout, 3, batch_norm), ConvBNReLU(cout, cout, 3, batch_norm))
+        super().__init__(
+            ConvBNReLU(cin, cout, 3, batch_norm), ConvBNReLU(cout, cout, 3, batch_norm)
+        )
 
 
 class UNetEncoder(nn.Module):
@@ -31,7 +33,8 @@ class UNetEncoder(nn.Module):
         super().__init__()
         self.stem = DoubleConv(in_channels, widths[0], batch_norm)
         self.downs = nn.ModuleList(
-            DoubleConv(cin, cout, batch_norm) for cin, cout in zip(widths[:-1], widths[1:])
+            DoubleConv(cin, cout, batch_norm)
+            for cin, cout in zip(widths[:-1], widths[1:], strict=True)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -53,7 +56,9 @@ class UpBlock(nn.Module):
                 nn.Conv2d(cin, cskip, kernel_size=1),
             )
         else:
-            raise ValueError(f"unet: upsampling must be 'transpose' or 'bilinear', got {upsampling!r}")
+            raise ValueError(
+                f"unet: upsampling must be 'transpose' or 'bilinear', got {upsampling!r}"
+            )
         self.conv = DoubleConv(2 * cskip, cout, batch_norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -79,12 +84,12 @@ class UNet(nn.Module):
         self.encoder = UNetEncoder(in_channels, widths, batch_norm)
         self.decoder = nn.ModuleList(
             UpBlock(cin, cout, cout, upsampling, batch_norm)
-            for cin, cout in zip(widths[:0:-1], widths[-2::-1])
+            for cin, cout in zip(widths[:0:-1], widths[-2::-1], strict=True)
         )
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *skips, y = self.encoder(x)
-        for up, skip in zip(self.decoder, reversed(skips)):
+        for up, skip in zip(self.decoder, reversed(skips), strict=True):
             y = up(y, skip)
         return self.head(y)
