@@ -1,0 +1,1 @@
+"""Datasets and the DataModule that serves them."""
