@@ -97,3 +97,28 @@ def test_poly_and_cosine_schedules_follow_their_formulas():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1.0)  # half-way: half the base lr
+
+
+class _AuxNet(torch.nn.Module):
+    """A net with an auxiliary head at half resolution, as PSPNet / torchvision models have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Conv2d(3, 3, 1)
+        self.aux = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return {"out": self.encoder(x), "aux": self.aux(x[..., ::2, ::2])}
+
+
+def test_auxiliary_output_adds_weighted_loss():
+    module = SegmentationModule(
+        _AuxNet(), CrossEntropy(), torch.optim.SGD, num_classes=3, aux_weight=0.25
+    )
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    out = module(x)
+    loss, logits = module._loss(out, y)
+    aux = torch.nn.functional.interpolate(out["aux"], size=(8, 8), mode="bilinear")
+    expected = CrossEntropy()(out["out"], y) + 0.25 * CrossEntropy()(aux, y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert logits is out["out"]

@@ -18,11 +18,19 @@ class SeededSampler(DistributedSampler):
     (seed, epoch, index). With one process it is a plain seeded shuffle."""
 
     def __init__(
-        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+        self,
+        dataset: Dataset,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
         drop_last: bool = False,
     ) -> None:
         super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
             drop_last=drop_last,
         )
 
