@@ -50,6 +50,8 @@ def make_cfg(tmp_path):
 
     def _make(name: str = "train", *overrides: str, tiny: bool = True, out: str = "run"):
         extra = TINY if tiny and name == "train" else []
+        if any(o.startswith("model=") for o in overrides):  # the tiny sizes are U-Net's
+            extra = [o for o in extra if not o.startswith("model.net.")]
         return compose_cfg(name, [*extra, *overrides], tmp_path / out)
 
     return _make
