@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from conftest import CONF
 from seglab.models.autoencoder import ConvAutoencoder
 from seglab.models.fcn import FCN
+from seglab.models.segnet import SegNet
 from seglab.models.torchvision_seg import TorchvisionSegmentation as TV
 from seglab.pipeline import build_module
 
@@ -25,7 +26,12 @@ def _params(net: torch.nn.Module) -> int:
     [
         (lambda: FCN(21, variant="8s"), 134e6, 0.02),  # FCN-8s at 21 classes: ~134M
         (lambda: FCN(2, variant="8s", conv_type="ds", batch_norm=True), 20e6, 0.05),
-        (lambda: ConvAutoencoder(2, nc=8), 87_810, 0.0),  # counted by hand from the spec
+        (lambda: ConvAutoencoder(2, nc=8), 87_810, 0.0),
+        (
+            lambda: SegNet(11),
+            29.5e6,
+            0.02,
+        ),  # SegNet on CamVid's 11 classes: ~29.5M  # counted by hand from the spec
         # torchvision's documented counts (21 classes, with the auxiliary head).
         (lambda: TV("fcn_resnet50", 21, aux_loss=True), 35_322_218, 0.0),
         (lambda: TV("fcn_resnet101", 21, aux_loss=True), 54_314_346, 0.0),
@@ -36,6 +42,7 @@ def _params(net: torch.nn.Module) -> int:
         "fcn8s",
         "fastfcn8",
         "autoencoder",
+        "segnet",
         "fcn_resnet50",
         "fcn_resnet101",
         "deeplabv3",
