@@ -44,6 +44,16 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> Dic
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def _reset_determinism():
+    """Lightning's trainer.deterministic=true switches torch to deterministic algorithms for
+    the whole process; undo it so that one test's setting does not leak into the next."""
+    yield
+    import torch
+
+    torch.use_deterministic_algorithms(False)
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """``make_cfg(name, *overrides, tiny=True, out="run")`` -> composed config."""

@@ -106,3 +106,18 @@ def test_model_learns_on_any_size_and_freezes_its_trunk(make_cfg, model):
     opt.step()
     for key, value in frozen.net.encoder.state_dict().items():
         assert torch.equal(before[key], value), key
+
+
+def test_segnet_unpooling_equals_max_unpool_and_runs_deterministically():
+    import torch.nn.functional as F
+
+    from seglab.models.segnet import unpool
+
+    x = torch.randn(2, 3, 7, 9)
+    y, idx = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
+    assert torch.equal(
+        unpool(y, idx, x.shape[-2:]), F.max_unpool2d(y, idx, 2, 2, output_size=(7, 9))
+    )
+    torch.use_deterministic_algorithms(True)  # reset by the autouse fixture
+    net = SegNet(3)
+    net(torch.randn(2, 3, 37, 41)).mean().backward()

@@ -38,6 +38,16 @@ class SegNetEncoder(nn.Module):
         return x, indices, sizes
 
 
+def unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Max-unpooling by scatter: each value goes back where the encoder's max came from.
+    Unlike ``F.max_unpool2d`` it is allowed under ``trainer.deterministic=true`` (pooling
+    windows do not overlap, so no two values share a target)."""
+    n, c = x.shape[:2]
+    out = x.new_zeros(n, c, size[0] * size[1])
+    out.scatter_(2, indices.reshape(n, c, -1), x.reshape(n, c, -1))
+    return out.view(n, c, size[0], size[1])
+
+
 class SegNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -55,5 +65,5 @@ class SegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, indices, sizes = self.encoder(x)
         for stage, idx, size in zip(self.decoder, reversed(indices), reversed(sizes), strict=True):
-            y = stage(F.max_unpool2d(y, idx, 2, 2, output_size=size))
+            y = stage(unpool(y, idx, size))
         return self.head(y)
