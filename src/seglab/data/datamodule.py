@@ -64,7 +64,7 @@ class SegDataModule(L.LightningDataModule):
         in_channels: int = 3,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
-        crop_size: int | None = None,
+        crop_size: int | None = None,  # only read by the config's transforms (interpolation)
         train_transforms: Sequence[Any] = (),
         eval_transforms: Sequence[Any] = (),
         batch_size: int = 8,
@@ -85,7 +85,6 @@ class SegDataModule(L.LightningDataModule):
         self.factory = dataset
         # Which of the dataset's own split names serves as train / val / test (null: none).
         self.splits = {"train": "train", "val": "val", "test": None, **(splits or {})}
-        self.crop_size = crop_size
         self.name, self.num_classes, self.class_names = name, num_classes, list(class_names)
         self.palette, self.ignore_index, self.in_channels = palette, ignore_index, in_channels
         self.mean, self.std, self.seed = list(mean), list(std), seed

@@ -12,28 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _stack(conv: type[nn.Module], cin: int, widths: list[int]) -> nn.Sequential:
+    """[conv k4 s2 p1, BatchNorm, ReLU] per width: halves (Conv2d) or doubles
+    (ConvTranspose2d) the resolution at each step."""
+    layers: list[nn.Module] = []
+    for w in widths:
+        layers += [conv(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        cin = w
+    return nn.Sequential(*layers)
+
+
 class ConvAutoencoder(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, nc: int = 8) -> None:
         super().__init__()
-        widths = [nc, 2 * nc, 4 * nc, 8 * nc]
-        enc, cin = [], in_channels
-        for w in widths:
-            enc += [
-                nn.Conv2d(cin, w, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(w),
-                nn.ReLU(inplace=True),
-            ]
-            cin = w
-        self.encoder = nn.Sequential(*enc)
-        dec = []
-        for w in [4 * nc, 2 * nc, nc, nc]:
-            dec += [
-                nn.ConvTranspose2d(cin, w, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(w),
-                nn.ReLU(inplace=True),
-            ]
-            cin = w
-        self.decoder = nn.Sequential(*dec)
+        self.encoder = _stack(nn.Conv2d, in_channels, [nc, 2 * nc, 4 * nc, 8 * nc])
+        self.decoder = _stack(nn.ConvTranspose2d, 8 * nc, [4 * nc, 2 * nc, nc, nc])
         self.head = nn.Conv2d(nc, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
