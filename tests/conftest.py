@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 os.environ.setdefault("SEGLAB_ROOT", str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ["SEGLAB_OFFLINE"] = "1"  # tests never download weights
 
 # A few seconds per run on 2 CPU cores: 32 train / 8 val / 8 test images, a 2-level U-Net.
 TINY = [
@@ -62,6 +63,8 @@ def make_cfg(tmp_path):
         extra = TINY if tiny and name == "train" else []
         if any(o.startswith("model=") for o in overrides):  # the tiny sizes are U-Net's
             extra = [o for o in extra if not o.startswith("model.net.")]
+        if any(o.startswith("data=") for o in overrides):  # the tiny sizes are shapes'
+            extra = [o for o in extra if not o.startswith("data.dataset.")]
         return compose_cfg(name, [*extra, *overrides], tmp_path / out)
 
     return _make

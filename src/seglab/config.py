@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -37,6 +39,18 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a constructor's own error (a missing file, a class
+    count that does not fit) reaches the user as itself, not wrapped in Hydra's trace."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError, RuntimeError)):
+            raise cause from None
+        raise
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 
 from seglab.metrics import ConfusionMatrix, metrics_from_confmat
+from seglab.models.pretrained import load_pretrained
 from seglab.optim import param_groups, scale_group_lrs
 
 
@@ -47,6 +48,8 @@ class SegmentationModule(L.LightningModule):
         ignore_index: int = 255,
         in_channels: int = 3,
         train_trunk: bool = True,
+        pretrained: bool | str = False,
+        weights_path: str | None = None,
         lr_mult: dict[str, float] | None = None,
         aux_weight: float = 0.4,
         channels_last: bool = False,
@@ -62,6 +65,7 @@ class SegmentationModule(L.LightningModule):
         # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
         self.run_config: dict = {}
         self._check_output_channels(in_channels)
+        self.loaded_weights = load_pretrained(net, pretrained, weights_path)
         if not train_trunk:
             self._freeze_trunk()
         if channels_last:

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seglab.config import check_config, plain, print_config_tree
+from seglab.config import build, check_config, plain, print_config_tree
 from seglab.module import SegmentationModule, logits_to_labels, split_output
 from seglab.reporting import print_metrics_table, save_metrics_json
 
@@ -37,13 +37,16 @@ EVAL_TRAINER_KEYS = (
 )
 
 
-def build_module(cfg: DictConfig) -> SegmentationModule:
+def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> SegmentationModule:
     """The LightningModule for ``cfg.model`` with loss / optimizer / scheduler from their
-    groups and the data facts (classes, ignore index, channels) from ``cfg.data``."""
+    groups and the data facts (classes, ignore index, channels) from ``cfg.data``.
+    ``from_checkpoint``: a checkpoint's weights follow, so pretrained weights are not loaded."""
     data = cfg.data
     scheduler = cfg.get("scheduler")
-    module = instantiate(
+    start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
+    module = build(
         cfg.model,
+        **start,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(scheduler) if scheduler and "_target_" in scheduler else None,
@@ -102,8 +105,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     print_config_tree(cfg, out_dir / "config_tree.log")
 
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
+    datamodule = build(cfg.data)
+    module = build_module(cfg, from_checkpoint=bool(cfg.get("ckpt_path")))
+    if module.loaded_weights:
+        log.info("initial weights: %s", module.loaded_weights)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -182,10 +187,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = _saved_config(cfg, ckpt)
     out_dir = Path(cfg.paths.output_dir)
     print_config_tree(run, out_dir / "config_tree.log")
-    datamodule = instantiate(run.data)
+    datamodule = build(run.data)
     if cfg.split == "test" and not datamodule.has_test:
         raise ValueError(f"data '{run.data.name}' has no test split; use split=val")
-    module = build_module(run)
+    module = build_module(run, from_checkpoint=True)
     module.load_state_dict(ckpt["state_dict"])
     callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(
@@ -218,7 +223,7 @@ def predict(cfg: DictConfig) -> list[Path]:
 
     ckpt = load_checkpoint(cfg.ckpt_path)
     run = OmegaConf.create(ckpt["seglab_config"])
-    module = build_module(run)
+    module = build_module(run, from_checkpoint=True)
     module.load_state_dict(ckpt["state_dict"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device).eval()

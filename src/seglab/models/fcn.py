@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.models.pretrained import load_vgg_features
+
 VGG16_STAGES = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 
 
@@ -105,7 +107,10 @@ class FCN(nn.Module):
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
             raise ValueError(f"fcn: variant must be '32s', '16s' or '8s', got {variant!r}")
-        self.variant = variant
+        self.variant, self.conv_type = variant, conv_type
+        self.default_weights = (
+            "VGG16_BN_Weights.IMAGENET1K_V1" if batch_norm else "VGG16_Weights.IMAGENET1K_V1"
+        )
         self.encoder = VGG16Encoder(in_channels, conv_type, batch_norm)
         self.classifier = nn.Sequential(
             conv(512, 4096, 7, conv_type),
@@ -135,6 +140,17 @@ class FCN(nn.Module):
             if m is not None:  # as in the paper: skip scores start at zero
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def load_encoder_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """torchvision VGG16 ImageNet weights: the convolution stages, and (as Long et al.
+        did) fc6 / fc7 reshaped into conv6 / conv7 when the convolutions are standard."""
+        load_vgg_features(self.encoder, state_dict, "VGG16 weights")
+        if self.conv_type == "conv":
+            with torch.no_grad():
+                for i in (0, 3):
+                    w = state_dict[f"classifier.{i}.weight"]
+                    self.classifier[i].weight.copy_(w.view_as(self.classifier[i].weight))
+                    self.classifier[i].bias.copy_(state_dict[f"classifier.{i}.bias"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, pool3, pool4, pool5 = self.encoder(x)

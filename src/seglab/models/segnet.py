@@ -14,6 +14,7 @@ from torch import nn
 
 from seglab.models.common import ConvBNReLU
 from seglab.models.fcn import VGG16_STAGES
+from seglab.models.pretrained import load_vgg_features
 
 
 class SegNetEncoder(nn.Module):
@@ -49,6 +50,8 @@ def unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Te
 
 
 class SegNet(nn.Module):
+    default_weights = "VGG16_BN_Weights.IMAGENET1K_V1"
+
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         self.encoder = SegNetEncoder(in_channels)
@@ -61,6 +64,10 @@ class SegNet(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.decoder = nn.ModuleList(stages)
         self.head = nn.Conv2d(VGG16_STAGES[0][0], num_classes, 3, padding=1)
+
+    def load_encoder_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """torchvision's VGG16-BN ImageNet weights, as the SegNet paper initialised it."""
+        load_vgg_features(self.encoder, state_dict, "VGG16-BN weights")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, indices, sizes = self.encoder(x)

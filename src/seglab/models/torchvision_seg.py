@@ -6,9 +6,13 @@ Their heads upsample to the input's size, so any input size works.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torchvision
 from torch import nn
+
+from seglab.models.pretrained import load_exact
 
 ARCHS = (
     "fcn_resnet50",
@@ -17,6 +21,19 @@ ARCHS = (
     "deeplabv3_resnet101",
     "deeplabv3_mobilenet_v3_large",
     "lraspp_mobilenet_v3_large",
+)
+# The ImageNet weights torchvision itself puts into each backbone (``weights_backbone``).
+BACKBONE_WEIGHTS = {
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
+    "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
+    "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+}
+# Class-specific last layers, replaced when segmentation weights of other classes are loaded.
+HEAD_KEYS = (
+    "classifier.4.",
+    "aux_classifier.4.",
+    "classifier.low_classifier.",
+    "classifier.high_classifier.",
 )
 
 
@@ -57,6 +74,26 @@ class TorchvisionSegmentation(nn.Module):
         if in_channels != 3:
             _replace_first_conv(model.backbone, in_channels)
         self.model = model
+        self.default_weights = BACKBONE_WEIGHTS[arch.split("_", 1)[1]]
+
+    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """ImageNet classification weights go into the backbone. The weights of a whole
+        torchvision segmentation model (e.g. ``model.pretrained=
+        FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1``) load everything but the class-specific
+        last layers when the class count differs: the seed's transfer-learning recipe."""
+        if any(k.startswith("backbone.") for k in state_dict):
+            own = self.model.state_dict()
+            fits = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+            unfit = [k for k in own if k not in fits and not k.startswith(HEAD_KEYS)]
+            if unfit:
+                raise ValueError(
+                    f"segmentation weights do not fit {self.model.__class__.__name__}: "
+                    f"{len(unfit)} tensors missing or of another shape (e.g. {unfit[:3]})"
+                )
+            self.model.load_state_dict(own | fits)
+            return
+        backbone = {k.removeprefix("features."): v for k, v in state_dict.items()}
+        load_exact(self.model.backbone, backbone, "ImageNet weights")
 
     @property
     def encoder(self) -> nn.Module:
