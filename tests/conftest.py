@@ -60,7 +60,7 @@ def make_cfg(tmp_path):
     """``make_cfg(name, *overrides, tiny=True, out="run")`` -> composed config."""
 
     def _make(name: str = "train", *overrides: str, tiny: bool = True, out: str = "run"):
-        extra = TINY if tiny and name == "train" else []
+        extra = TINY if tiny and name in ("train", "benchmark") else []
         if any(o.startswith("model=") for o in overrides):  # the tiny sizes are U-Net's
             extra = [o for o in extra if not o.startswith("model.net.")]
         if any(o.startswith("data=") for o in overrides):  # the tiny sizes are shapes'

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF
+from fixtures import DATASETS
 from seglab.config import check_config, plain
 from seglab.pipeline import _instantiate_all, build_module
 
@@ -35,11 +36,13 @@ GROUPS = [
     [(g, o) for g in GROUPS for o in _options(g)]
     + [("hparams_search", o) for o in _options("hparams_search")],
 )
-def test_option_composes_and_instantiates(make_cfg, group, option):
+def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
     cfg = make_cfg("train", f"{group}={option}")
     check_config(cfg)  # no missing values, data and model agree
     plain(cfg)  # every interpolation resolves
     if group in ("data", "experiment", "debug"):
+        if cfg.data.name in DATASETS:  # a fixture in the publisher's layout
+            cfg.data.root = str(DATASETS[cfg.data.name](tmp_path / "data"))
         dm = instantiate(cfg.data)
         assert len(dm.dataset("val")) > 0
     if group in ("model", "loss", "optimizer", "scheduler", "experiment"):

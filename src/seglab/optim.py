@@ -69,15 +69,16 @@ def param_groups(net: nn.Module, lr_mult: dict[str, float] | None) -> list[dict]
     lr_mult = dict(lr_mult or {})
     groups: dict[str, list] = {prefix: [] for prefix in lr_mult}
     groups["_rest"] = []
+    matched: set[str] = set()  # a frozen part (train_trunk=false) is named, just not trained
     for name, p in net.named_parameters():
-        if not p.requires_grad:
-            continue
         prefix = next((k for k in lr_mult if name == k or name.startswith(k + ".")), "_rest")
-        groups[prefix].append(p)
-    unknown = [k for k, v in groups.items() if k != "_rest" and not v]
+        matched.add(prefix)
+        if p.requires_grad:
+            groups[prefix].append(p)
+    unknown = [k for k in lr_mult if k not in matched]
     if unknown:
         raise ValueError(
-            f"model.lr_mult names {unknown}, which match no trainable parameter of "
+            f"model.lr_mult names {unknown}, which match no parameter of "
             f"{type(net).__name__}; its top-level parts are "
             f"{[n for n, _ in net.named_children()]}"
         )

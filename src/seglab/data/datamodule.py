@@ -75,6 +75,7 @@ class SegDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         seed: int = 0,
         class_weights: Sequence[float] | None = None,
+        root: str | None = None,  # where the dataset lives; the dataset config interpolates it
     ) -> None:
         super().__init__()
         if len(class_names) != num_classes or len(palette) != num_classes:
@@ -82,7 +83,7 @@ class SegDataModule(L.LightningDataModule):
                 f"data '{name}': num_classes={num_classes} but {len(class_names)} class_names "
                 f"and {len(palette)} palette colours; the three must agree"
             )
-        self.factory = dataset
+        self.factory, self.root = dataset, root
         # Which of the dataset's own split names serves as train / val / test (null: none).
         self.splits = {"train": "train", "val": "val", "test": None, **(splits or {})}
         self.name, self.num_classes, self.class_names = name, num_classes, list(class_names)

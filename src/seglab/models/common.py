@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -12,3 +13,16 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(cout) if batch_norm else nn.Identity(),
             nn.ReLU(inplace=True),
         )
+
+
+class Float32Conv2d(nn.Conv2d):
+    """A convolution that always runs in float32, also under autocast.
+
+    For class-score layers on very wide features: with torch 2.14.1 on CPU, the bf16
+    backward of a 1x1 convolution with 2560 or more input and few output channels (FCN's
+    4096 -> num_classes scorer) corrupts the heap and crashes the process. A scorer is cheap,
+    and full precision there also keeps the logits exact."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.models.common import Float32Conv2d
 from seglab.models.pretrained import load_vgg_features
 
 VGG16_STAGES = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
@@ -119,7 +120,7 @@ class FCN(nn.Module):
             nn.Conv2d(4096, 4096, 1),
             nn.ReLU(inplace=True),
             nn.Dropout2d(dropout),
-            nn.Conv2d(4096, num_classes, 1),
+            Float32Conv2d(4096, num_classes, 1),  # see Float32Conv2d: bf16 crashes here
         )
         up = {"32s": 32, "16s": 16, "8s": 8}[variant]
         if variant in ("16s", "8s"):

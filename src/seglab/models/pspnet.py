@@ -1,0 +1,90 @@
+"""PSPNet (Zhao et al., 2017): a dilated ResNet-50/101 and the pyramid pooling module.
+
+The pyramid pooling module (``ppm``) average-pools the final features into 1x1, 2x2, 3x3 and
+6x6 grids (``bins``), reduces each to ``in / len(bins)`` channels (1x1 conv, BN, ReLU),
+upsamples them back and concatenates them with the features: global and sub-region context
+next to the local features. ``head`` fuses them (3x3 conv to 512, BN, ReLU, dropout 0.1, 1x1
+classifier). With ``aux_loss=True`` an auxiliary FCN head (``aux_head``) on layer3 adds the
+paper's deep supervision, returned as ``"aux"``.
+
+Adaptive pooling and bilinear upsampling to the input's size make any input size work.
+BatchNorm after the 1x1 bin sees one value per channel and image, so training needs a batch
+of at least 2 (eval mode, e.g. predicting a single image, is fine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglab.models.common import ConvBNReLU
+from seglab.models.resnet import CHANNELS, ResNetBackbone
+
+
+class PyramidPooling(nn.Module):
+    """Concatenates the input with its pooled, reduced and upsampled versions."""
+
+    def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        reduced = in_channels // len(bins)
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(int(b)), ConvBNReLU(in_channels, reduced, 1))
+            for b in bins
+        )
+        self.out_channels = in_channels + reduced * len(bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(stage(x), size=size, mode="bilinear", align_corners=False)
+            for stage in self.stages
+        ]
+        return torch.cat([x, *pooled], dim=1)
+
+
+def fcn_head(in_channels: int, mid_channels: int, num_classes: int, dropout: float) -> nn.Module:
+    """3x3 conv, BN, ReLU, dropout, 1x1 classifier: PSPNet's fusion and auxiliary heads."""
+    return nn.Sequential(
+        ConvBNReLU(in_channels, mid_channels, 3),
+        nn.Dropout(dropout),
+        nn.Conv2d(mid_channels, num_classes, 1),
+    )
+
+
+class PSPNet(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = "resnet50",
+        output_stride: int = 8,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        aux_loss: bool = True,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = ResNetBackbone(backbone, in_channels, output_stride)
+        self.default_weights = self.encoder.default_weights
+        self.ppm = PyramidPooling(CHANNELS["layer4"], tuple(bins))
+        self.head = fcn_head(self.ppm.out_channels, 512, num_classes, dropout)
+        self.aux_head = (
+            fcn_head(CHANNELS["layer3"], 256, num_classes, dropout) if aux_loss else None
+        )
+
+    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """torchvision ResNet ImageNet weights into the trunk (see ``ResNetBackbone``)."""
+        self.encoder.load_torchvision_weights(state_dict)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        features = self.encoder(x)
+        out = self.head(self.ppm(features["layer4"]))
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        if self.aux_head is None:
+            return out
+        aux = self.aux_head(features["layer3"])
+        aux = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+        return {"out": out, "aux": aux}
