@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install train test lint format clean
+.PHONY: install train test bench lint format clean
 
 # Creates .venv and installs seglab with its dev extra; re-runs only when pyproject.toml
 # changes, so a second call is instant.
@@ -23,6 +23,19 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+# The README's model table: every model config through the benchmark command, same settings
+# (256x256 crops of the built-in dataset, batch 4, the default precision), then a markdown
+# table of outputs/bench/*/benchmark.json. BENCH_MODELS / BENCH_ARGS narrow or change it.
+BENCH_MODELS ?= $(basename $(notdir $(wildcard conf/model/*.yaml)))
+BENCH_ARGS ?= data.crop_size=256 data.dataset.min_size.train=256 \
+	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=3 bench.steps=6 \
+	bench.repeats=3 bench.onnx=false bench.loader_batches=10
+bench: install
+	for m in $(BENCH_MODELS); do \
+		$(BIN)/python src/benchmark.py model=$$m $(BENCH_ARGS) hydra.run.dir=outputs/bench/$$m \
+		|| exit 1; done
+	$(BIN)/python -m seglab.benchmark outputs/bench
 
 lint: install
 	$(BIN)/ruff check src tests

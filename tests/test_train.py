@@ -85,6 +85,16 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
         make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}", "split=test", out="eval_test")
     )
     assert m_test["test/miou"] == pytest.approx(saved["test/miou"], abs=1e-12)
+    # Sliding windows as large as the images (64) give the whole-image figures; flip TTA
+    # gives a valid, different evaluation.
+    best = f"ckpt_path={saved['best_checkpoint']}"
+    m_slide = pipeline.evaluate(
+        make_cfg("eval", best, "inference.mode=slide", "inference.window=64", out="slide")
+    )
+    assert m_slide["val/confusion_matrix"] == saved["val/confusion_matrix"]
+    m_flip = pipeline.evaluate(make_cfg("eval", best, "inference.flip=true", out="flip"))
+    assert 0 < m_flip["val/miou"] <= 1
+    assert m_flip["val/confusion_matrix"] != saved["val/confusion_matrix"]
 
     # predict.py writes a palette mask and an overlay per image, at the image's size, and
     # reports unreadable files without stopping.
@@ -107,6 +117,29 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
     assert mask.mode == "P" and mask.size == (53, 37)
     assert np.asarray(mask).max() < 5
     assert Image.open(tmp_path / "pred" / "sub" / "b_overlay.png").size == (41, 70)
+    # Batched prediction (same-size images share a batch, read by workers) writes the same
+    # masks as one image at a time.
+    same = tmp_path / "same"
+    same.mkdir()
+    for k in range(5):
+        pixels = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(same / f"{k}.png")
+    masks = {}
+    for bs, workers in [(1, 0), (4, 2)]:
+        out = tmp_path / f"pred_bs{bs}"
+        pipeline.predict(
+            make_cfg(
+                "predict",
+                f"ckpt_path={last}",
+                f"input={same}",
+                f"output={out}",
+                f"batch_size={bs}",
+                f"num_workers={workers}",
+                out=f"predict_bs{bs}",
+            )
+        )
+        masks[bs] = [np.asarray(Image.open(out / f"{k}.png")) for k in range(5)]
+    assert all(np.array_equal(a, b) for a, b in zip(masks[1], masks[4], strict=True))
 
 
 def test_bad_checkpoint_is_refused_clearly(make_cfg, tmp_path):

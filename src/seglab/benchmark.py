@@ -333,3 +333,27 @@ def _print(r: dict[str, Any]) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def markdown_table(root: str | Path) -> str:
+    """The README's model table from the ``benchmark.json`` files under ``root``."""
+    rows = [
+        "| model | params (M) | GFLOPs @512 | train img/s | plain img/s | ratio | "
+        "infer img/s | peak MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for path in sorted(Path(root).glob("*/benchmark.json")):
+        r = json.loads(path.read_text())
+        rows.append(
+            f"| {path.parent.name} | {r['params'] / 1e6:.2f} | {r['gflops_per_img']:.1f} "
+            f"| {r['train.seglab_img_per_s']:.2f} | {r['train.plain_img_per_s']:.2f} "
+            f"| {r['train.ratio']:.2f} | {r['infer.img_per_s']:.2f} "
+            f"| {r['train.seglab_peak_mb']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m seglab.benchmark outputs/bench
+    import sys
+
+    print(markdown_table(sys.argv[1]))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
+from seglab.inference import Inferer
 from seglab.metrics import ConfusionMatrix, metrics_from_confmat
 from seglab.models.pretrained import load_pretrained
 from seglab.optim import param_groups, scale_group_lrs
@@ -53,6 +54,7 @@ class SegmentationModule(L.LightningModule):
         lr_mult: dict[str, float] | None = None,
         aux_weight: float = 0.4,
         channels_last: bool = False,
+        inference: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.net, self.loss = net, loss
@@ -61,6 +63,7 @@ class SegmentationModule(L.LightningModule):
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.train_trunk, self.lr_mult, self.aux_weight = train_trunk, lr_mult, aux_weight
         self.channels_last = channels_last
+        self.inferer = Inferer(**(inference or {}))
         # The resolved run config as plain containers, saved into every checkpoint so that
         # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
         self.run_config: dict = {}
@@ -141,16 +144,25 @@ class SegmentationModule(L.LightningModule):
         )
         return loss
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Main-head logits of one pass (what the inferer calls per window / view)."""
+        return split_output(self(x))[0]
+
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        loss, logits = self._loss(self(batch["image"]), batch["mask"])
-        self.metrics[stage].update(logits_to_labels(logits), batch["mask"])
+        x, target = batch["image"], batch["mask"]
+        if self.inferer.is_plain:
+            loss, logits = self._loss(self(x), target)
+        else:  # sliding window and / or test-time augmentation (main head only)
+            logits = self.inferer(self.logits, x)
+            loss = self.loss(logits, target)
+        self.metrics[stage].update(logits_to_labels(logits), target)
         self.log(
             f"{stage}/loss",
             loss,
             on_step=False,
             on_epoch=True,
             sync_dist=True,
-            batch_size=batch["image"].shape[0],
+            batch_size=x.shape[0],
         )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -160,7 +172,7 @@ class SegmentationModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return logits_to_labels(split_output(self(batch["image"]))[0])
+        return logits_to_labels(self.inferer(self.logits, batch["image"]))
 
     # -- metrics -------------------------------------------------------------------------
     def _log_epoch_metrics(self, stage: str) -> dict[str, float]:

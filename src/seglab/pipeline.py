@@ -20,7 +20,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seglab.config import build, check_config, plain, print_config_tree
-from seglab.module import SegmentationModule, logits_to_labels, split_output
+from seglab.data.datamodule import worker_init
+from seglab.module import SegmentationModule, logits_to_labels
 from seglab.reporting import print_metrics_table, save_metrics_json
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,11 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> Segmentation
     data = cfg.data
     scheduler = cfg.get("scheduler")
     start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
+    inference = cfg.get("inference")
     module = build(
         cfg.model,
         **start,
+        inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(scheduler) if scheduler and "_target_" in scheduler else None,
@@ -176,6 +179,8 @@ def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
             saved.data = OmegaConf.merge(saved.data, cfg.data)
         trainer = {k: v for k, v in saved.trainer.items() if k in EVAL_TRAINER_KEYS}
         saved.trainer = OmegaConf.merge(trainer, cfg.get("trainer") or {})
+        if cfg.get("inference"):  # this command's choice, not the training run's
+            saved.inference = cfg.inference
     return saved
 
 
@@ -214,15 +219,52 @@ def _list_images(path: Path) -> list[Path]:
     raise FileNotFoundError(f"input {path} does not exist; pass input=<image or folder>")
 
 
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Reads and normalises one image per item (in DataLoader workers); an unreadable file
+    gives its error instead, so that one bad file does not stop the others."""
+
+    def __init__(self, paths: list[Path], grey: bool, mean: Sequence, std: Sequence) -> None:
+        self.paths, self.grey = paths, grey
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, Any]:
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                image = np.asarray(im.convert("L" if self.grey else "RGB"))
+        except Exception as err:  # reported by predict, after the others
+            return i, None, err
+        if image.ndim == 2:
+            image = image[..., None]
+        x = torch.from_numpy(((image / 255.0 - self.mean) / self.std).astype(np.float32))
+        return i, image, x.permute(2, 0, 1)
+
+
 def predict(cfg: DictConfig) -> list[Path]:
     """Writes a palette PNG mask (``<name>.png``, pixel values are class ids) and an overlay
-    (``<name>_overlay.png``) for every image under ``cfg.input``, at the image's own size."""
+    (``<name>_overlay.png``) for every image under ``cfg.input``, at the image's own size.
+    Images are read by ``cfg.num_workers`` workers and run ``cfg.batch_size`` at a time
+    (images of equal size share a batch), with the configured inference."""
     from PIL import Image
+    from rich.progress import Progress
 
     from seglab.visualize import overlay
 
     ckpt = load_checkpoint(cfg.ckpt_path)
     run = OmegaConf.create(ckpt["seglab_config"])
+    if cfg.get("inference"):
+        with open_dict(run):
+            run.inference = cfg.inference
+    in_root = Path(cfg.input)
+    paths = _list_images(in_root)
     module = build_module(run, from_checkpoint=True)
     module.load_state_dict(ckpt["state_dict"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -234,26 +276,14 @@ def predict(cfg: DictConfig) -> list[Path]:
     )
 
     data = run.data
-    mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
     palette = [list(c) for c in data.palette]
     flat_palette = [v for c in palette for v in c]
-    in_root = Path(cfg.input)
     out_root = Path(cfg.output)
     out_root.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
-    for path in _list_images(in_root):
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("L" if data.in_channels == 1 else "RGB"))
-        except Exception as err:  # unreadable file: report it, keep going with the rest
-            failed.append((path, err))
-            continue
-        if image.ndim == 2:
-            image = image[..., None]
-        x = torch.from_numpy(((image / 255.0 - mean) / std).astype(np.float32))
-        x = x.permute(2, 0, 1).unsqueeze(0).to(device)
-        with torch.no_grad(), torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
-            labels = logits_to_labels(split_output(module(x))[0])[0].cpu().numpy()
+
+    def write(i: int, image: np.ndarray, labels: np.ndarray) -> None:
+        path = paths[i]
         rel = path.relative_to(in_root).with_suffix("") if in_root.is_dir() else Path(path.stem)
         target = out_root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +295,39 @@ def predict(cfg: DictConfig) -> list[Path]:
             overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data.ignore_index)
         ).save(target.with_name(target.name + "_overlay.png"))
         written.append(target.with_name(target.name + ".png"))
+
+    def run_batch(items: list[tuple[int, np.ndarray, torch.Tensor]]) -> None:
+        x = torch.stack([t for _, _, t in items]).to(device)
+        with torch.no_grad(), torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
+            labels = logits_to_labels(module.inferer(module.logits, x)).cpu().numpy()
+        for (i, image, _), lab in zip(items, labels, strict=True):
+            write(i, image, lab)
+
+    workers = int(cfg.get("num_workers", 0))
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, data.in_channels == 1, data.mean, data.std),
+        batch_size=None,
+        collate_fn=_as_is,  # keep the numpy image as it is
+        num_workers=workers,
+        worker_init_fn=worker_init if workers else None,
+    )
+    batch_size = max(1, int(cfg.get("batch_size", 1)))
+    pending: dict[tuple, list] = {}  # images waiting for a full batch, by size
+    with Progress(disable=not cfg.get("progress", True)) as progress:
+        task = progress.add_task("predicting", total=len(paths))
+        for i, image, x in loader:
+            if image is None:
+                failed.append((paths[i], x))
+                progress.advance(task)
+                continue
+            group = pending.setdefault(tuple(x.shape), [])
+            group.append((i, image, x))
+            if len(group) == batch_size:
+                run_batch(pending.pop(tuple(x.shape)))
+                progress.advance(task, batch_size)
+        for group in pending.values():
+            run_batch(group)
+            progress.advance(task, len(group))
     log.info("wrote %d masks and overlays to %s", len(written), out_root)
     for path, err in failed:
         log.error("could not read %s: %s", path, err)

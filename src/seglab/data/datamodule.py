@@ -44,7 +44,7 @@ def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, tor
     }
 
 
-def _worker_init(_: int) -> None:
+def worker_init(_: int) -> None:
     # OpenCV's own thread pool inside each worker would oversubscribe the CPU.
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
@@ -148,7 +148,7 @@ class SegDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             drop_last=drop_last,
             collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
-            worker_init_fn=_worker_init,
+            worker_init_fn=worker_init,
             multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None,
         )
 
