@@ -29,8 +29,8 @@ test: install
 # table of outputs/bench/*/benchmark.json. BENCH_MODELS / BENCH_ARGS narrow or change it.
 BENCH_MODELS ?= $(basename $(notdir $(wildcard conf/model/*.yaml)))
 BENCH_ARGS ?= data.crop_size=256 data.dataset.min_size.train=256 \
-	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=3 bench.steps=6 \
-	bench.repeats=3 bench.onnx=false bench.loader_batches=10
+	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=2 bench.steps=3 \
+	bench.repeats=3 bench.onnx=false bench.loader_batches=5
 bench: install
 	for m in $(BENCH_MODELS); do \
 		$(BIN)/python src/benchmark.py model=$$m $(BENCH_ARGS) hydra.run.dir=outputs/bench/$$m \

@@ -61,9 +61,10 @@ def make_cfg(tmp_path):
 
     def _make(name: str = "train", *overrides: str, tiny: bool = True, out: str = "run"):
         extra = TINY if tiny and name in ("train", "benchmark") else []
-        if any(o.startswith("model=") for o in overrides):  # the tiny sizes are U-Net's
+        recipe = any(o.startswith("experiment=") for o in overrides)
+        if recipe or any(o.startswith("model=") for o in overrides):  # U-Net's tiny sizes
             extra = [o for o in extra if not o.startswith("model.net.")]
-        if any(o.startswith("data=") for o in overrides):  # the tiny sizes are shapes'
+        if recipe or any(o.startswith("data=") for o in overrides):  # shapes' tiny sizes
             extra = [o for o in extra if not o.startswith("data.dataset.")]
         return compose_cfg(name, [*extra, *overrides], tmp_path / out)
 

@@ -20,6 +20,8 @@ KEYS = [
     "infer.onnx_img_per_s",
     "loader.img_per_s",
     "gflops_per_img",
+    "metric.update_ms",
+    "metric.torchmetrics_update_ms",
 ]
 
 

@@ -115,3 +115,20 @@ def test_bce_for_single_channel_nets():
     assert BCEWithLogits()(logits, target).item() == pytest.approx(ref.item(), rel=1e-6)
     with pytest.raises(ValueError, match="single-channel"):
         BCEWithLogits()(torch.randn(2, 3, 4, 4), target)
+
+
+def test_confusion_matrix_agrees_with_torchmetrics():
+    """Same counts as torchmetrics' multiclass confusion matrix with ignore_index, and the
+    same per-class IoU as its MulticlassJaccardIndex where the class occurs."""
+    from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
+
+    gen = torch.Generator().manual_seed(3)
+    preds = torch.randint(0, 6, (3, 17, 23), generator=gen)
+    target = torch.randint(0, 6, (3, 17, 23), generator=gen)
+    target[torch.rand(target.shape, generator=gen) < 0.2] = 255
+    ours = ConfusionMatrix(6, 255)
+    ours.update(preds, target)
+    theirs = MulticlassConfusionMatrix(6, ignore_index=255)
+    assert torch.equal(ours.compute(), theirs(preds, target).long())
+    iou = MulticlassJaccardIndex(6, ignore_index=255, average="none")(preds, target)
+    assert torch.allclose(metrics_from_confmat(ours.compute())["IoU"].float(), iou)

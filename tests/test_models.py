@@ -122,3 +122,18 @@ def test_auxiliary_output_adds_weighted_loss():
     expected = CrossEntropy()(out["out"], y) + 0.25 * CrossEntropy()(aux, y)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert logits is out["out"]
+
+
+def test_model_compile_keeps_parameter_names():
+    """model.compile=true compiles the net in place: checkpoints keep their keys (the
+    compilation itself runs at the first call; see the README for models checked)."""
+
+    def build(compile: bool) -> SegmentationModule:
+        net = UNet(5, depth=2, base_channels=4)
+        return SegmentationModule(
+            net, CrossEntropy(), torch.optim.SGD, num_classes=5, compile=compile
+        )
+
+    compiled, eager = build(True), build(False)
+    assert compiled.net._compiled_call_impl is not None and eager.net._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(eager.state_dict())

@@ -211,6 +211,35 @@ def _infer_onnx(net: torch.nn.Module, x: torch.Tensor, steps: int, path: Path) -
     return times[1:]
 
 
+def _metric_update_ms(
+    num_classes: int, ignore_index: int, shape: tuple[int, ...], device: torch.device
+) -> tuple[float, float]:
+    """Median time of one confusion-matrix update (seglab's) and of torchmetrics'
+    MulticlassJaccardIndex update, on the same predictions and labels (10 % ignored)."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    from seglab.metrics import ConfusionMatrix
+
+    gen = torch.Generator().manual_seed(0)
+    preds = torch.randint(0, num_classes, shape, generator=gen).to(device)
+    target = torch.randint(0, num_classes, shape, generator=gen)
+    target[torch.rand(shape, generator=gen) < 0.1] = ignore_index
+    target = target.to(device)
+    ours = ConfusionMatrix(num_classes, ignore_index).to(device)
+    theirs = MulticlassJaccardIndex(num_classes, ignore_index=ignore_index).to(device)
+    result = []
+    for metric in (ours, theirs):
+        times = []
+        for _ in range(12):
+            _sync(device)
+            start = time.perf_counter()
+            metric.update(preds, target)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        result.append(1000 * statistics.median(times[2:]))
+    return result[0], result[1]
+
+
 def _loader_rate(datamodule: Any, batches: int) -> tuple[float, int]:
     loader = datamodule.train_dataloader()
     it = iter(loader)
@@ -264,6 +293,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     image_size = list(batch["image"].shape[-2:])
     gflops_batch = flops_per_image(module.net, cfg.data.in_channels, image_size) / 1e9
 
+    metric_ms, torchmetrics_ms = _metric_update_ms(
+        cfg.data.num_classes, cfg.data.ignore_index, tuple(batch["mask"].shape), device
+    )
+
     result = {
         "model": cfg.model.net._target_.rsplit(".", 1)[-1],
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -287,6 +320,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "loader.img_per_s": loader_rate,
         "loader.ratio_to_train": loader_rate / seglab_train["median"],
         "gflops_per_img": gflops,
+        "metric.update_ms": metric_ms,
+        "metric.torchmetrics_update_ms": torchmetrics_ms,
         "gflops_size": bench.flops_size,
         # Training does forward + backward: about 3x the forward FLOPs per image.
         "train.gflop_per_s": 3 * gflops_batch * seglab_train["median"],
@@ -324,6 +359,10 @@ def _print(r: dict[str, Any]) -> None:
         (
             "inference img/s (onnxruntime)",
             "-" if r["infer.onnx_img_per_s"] is None else f"{r['infer.onnx_img_per_s']:.1f}",
+        ),
+        (
+            "metric update ms: seglab / torchmetrics",
+            f"{r['metric.update_ms']:.2f} / {r['metric.torchmetrics_update_ms']:.2f}",
         ),
         (
             "data loading img/s",

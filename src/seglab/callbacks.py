@@ -31,21 +31,24 @@ class SegmentationVisualizer(L.Callback):
             return
         writer, step = loggers[0].experiment, trainer.global_step
         dm = trainer.datamodule
-        writer.add_image(
-            "val/predictions", self._grid(pl_module, trainer, dm), step, dataformats="HWC"
-        )
+        image = self._grid(pl_module, trainer, dm)
+        if image is not None:  # None: every sample shown was a bad file (skipped)
+            writer.add_image("val/predictions", image, step, dataformats="HWC")
         if "val" in pl_module.last_confmat:
             fig = confusion_matrix_figure(pl_module.last_confmat["val"], pl_module.class_names)
             writer.add_figure("val/confusion_matrix", fig, step)
 
-    def _grid(self, pl_module, trainer, dm) -> np.ndarray:
+    def _grid(self, pl_module, trainer, dm) -> np.ndarray | None:
         dataset = dm.dataset("val")
         rows = []
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             for i in range(min(self.num_samples, len(dataset))):
-                sample = dataset[i]
+                try:
+                    sample = dataset[i]
+                except (ValueError, OSError):  # a bad file, skipped (data.on_bad_sample=skip)
+                    continue
                 x = sample["image"].unsqueeze(0).to(pl_module.device)
                 pred = logits_to_labels(split_output(pl_module(x))[0])[0].cpu().numpy()
                 image = denormalize(sample["image"], dm.mean, dm.std)
@@ -58,4 +61,4 @@ class SegmentationVisualizer(L.Callback):
                     ]
                 )
         pl_module.train(was_training)
-        return grid(rows)
+        return grid(rows) if rows else None

@@ -16,11 +16,14 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 
-def auto_precision() -> str:
-    """The fastest correct precision here: mixed fp16 on CUDA, bf16 autocast on CPUs with
-    native bf16 (AVX-512-BF16 / AMX), full fp32 elsewhere."""
+def auto_precision(cpu_bf16: bool = True) -> str:
+    """The fastest correct precision here: mixed precision on CUDA, bf16 autocast on CPUs with
+    native bf16 (AVX-512-BF16 / AMX) unless the model's config measured it slower there
+    (``model.cpu_bf16: false``, e.g. depthwise-convolution nets), full fp32 elsewhere."""
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if not cpu_bf16:
+        return "32-true"
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "bf16-mixed"
     return "32-true"

@@ -55,6 +55,7 @@ class SegmentationModule(L.LightningModule):
         aux_weight: float = 0.4,
         channels_last: bool = False,
         inference: dict[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net, self.loss = net, loss
@@ -73,6 +74,8 @@ class SegmentationModule(L.LightningModule):
             self._freeze_trunk()
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if compile:  # in place: parameter names (and so checkpoints) stay the same
+            self.net.compile()
         self.metrics = nn.ModuleDict(
             {s: ConfusionMatrix(num_classes, ignore_index) for s in ("val", "test")}
         )

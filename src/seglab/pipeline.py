@@ -7,7 +7,7 @@ lightning-hydra-template does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,11 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> Segmentation
     scheduler = cfg.get("scheduler")
     start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
     inference = cfg.get("inference")
+    model = cfg.model.copy()  # keeps its place in cfg, so interpolations still resolve
+    with open_dict(model):
+        model.pop("cpu_bf16", None)  # read by the trainer's precision, not the module
     module = build(
-        cfg.model,
+        model,
         **start,
         inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
         loss=instantiate(cfg.loss),
@@ -248,23 +251,16 @@ class _ImageFiles(torch.utils.data.Dataset):
         return i, image, x.permute(2, 0, 1)
 
 
-def predict(cfg: DictConfig) -> list[Path]:
-    """Writes a palette PNG mask (``<name>.png``, pixel values are class ids) and an overlay
-    (``<name>_overlay.png``) for every image under ``cfg.input``, at the image's own size.
-    Images are read by ``cfg.num_workers`` workers and run ``cfg.batch_size`` at a time
-    (images of equal size share a batch), with the configured inference."""
-    from PIL import Image
-    from rich.progress import Progress
+Labeller = Callable[[torch.Tensor], np.ndarray]
 
-    from seglab.visualize import overlay
 
+def _checkpoint_labeller(cfg: DictConfig) -> tuple[dict[str, Any], Labeller]:
+    """The data facts and an image batch -> class ids function from a checkpoint."""
     ckpt = load_checkpoint(cfg.ckpt_path)
     run = OmegaConf.create(ckpt["seglab_config"])
     if cfg.get("inference"):
         with open_dict(run):
             run.inference = cfg.inference
-    in_root = Path(cfg.input)
-    paths = _list_images(in_root)
     module = build_module(run, from_checkpoint=True)
     module.load_state_dict(ckpt["state_dict"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -275,8 +271,55 @@ def predict(cfg: DictConfig) -> list[Path]:
         device.type == "cuda" or autocast_dtype == torch.bfloat16
     )
 
-    data = run.data
-    palette = [list(c) for c in data.palette]
+    def to_labels(x: torch.Tensor) -> np.ndarray:
+        x = x.to(device)
+        with torch.no_grad(), torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
+            return logits_to_labels(module.inferer(module.logits, x)).cpu().numpy()
+
+    return OmegaConf.to_container(run.data, resolve=True), to_labels
+
+
+def _onnx_labeller(cfg: DictConfig) -> tuple[dict[str, Any], Labeller]:
+    """The same from an ONNX file written by ``export.py`` (its metadata holds the data
+    facts); onnxruntime runs in fp32 under the configured inference (slide, TTA)."""
+    from seglab.export import onnx_predictor, read_onnx_metadata
+    from seglab.inference import Inferer
+
+    data = read_onnx_metadata(cfg.onnx_path)
+    inference = cfg.get("inference")
+    inferer = Inferer(**(OmegaConf.to_container(inference, resolve=True) if inference else {}))
+    predict = onnx_predictor(cfg.onnx_path)
+
+    def to_labels(x: torch.Tensor) -> np.ndarray:
+        return logits_to_labels(inferer(predict, x)).numpy()
+
+    return data, to_labels
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Writes a palette PNG mask (``<name>.png``, pixel values are class ids) and an overlay
+    (``<name>_overlay.png``) for every image under ``cfg.input``, at the image's own size.
+    Images are read by ``cfg.num_workers`` workers and run ``cfg.batch_size`` at a time
+    (images of equal size share a batch), with the configured inference."""
+    from PIL import Image
+    from rich.progress import Progress
+
+    from seglab.visualize import overlay
+
+    if cfg.get("onnx_path") and cfg.get("ckpt_path"):
+        raise ValueError("pass either ckpt_path=<file.ckpt> or onnx_path=<file.onnx>, not both")
+    if cfg.get("onnx_path"):
+        data, to_labels = _onnx_labeller(cfg)
+    elif cfg.get("ckpt_path"):
+        data, to_labels = _checkpoint_labeller(cfg)
+    else:
+        raise ValueError(
+            "nothing to predict with: pass ckpt_path=<file.ckpt> or onnx_path=<file.onnx>"
+        )
+    in_root = Path(cfg.input)
+    paths = _list_images(in_root)
+
+    palette = [list(c) for c in data["palette"]]
     flat_palette = [v for c in palette for v in c]
     out_root = Path(cfg.output)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -292,20 +335,18 @@ def predict(cfg: DictConfig) -> list[Path]:
         mask.save(target.with_name(target.name + ".png"))
         rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
         Image.fromarray(
-            overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data.ignore_index)
+            overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data["ignore_index"])
         ).save(target.with_name(target.name + "_overlay.png"))
         written.append(target.with_name(target.name + ".png"))
 
     def run_batch(items: list[tuple[int, np.ndarray, torch.Tensor]]) -> None:
-        x = torch.stack([t for _, _, t in items]).to(device)
-        with torch.no_grad(), torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
-            labels = logits_to_labels(module.inferer(module.logits, x)).cpu().numpy()
+        labels = to_labels(torch.stack([t for _, _, t in items]))
         for (i, image, _), lab in zip(items, labels, strict=True):
             write(i, image, lab)
 
     workers = int(cfg.get("num_workers", 0))
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, data.in_channels == 1, data.mean, data.std),
+        _ImageFiles(paths, data["in_channels"] == 1, data["mean"], data["std"]),
         batch_size=None,
         collate_fn=_as_is,  # keep the numpy image as it is
         num_workers=workers,

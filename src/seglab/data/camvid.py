@@ -4,7 +4,9 @@
 indices: 0-10 the 11 classes below, 11 "Unlabelled", which becomes ``ignore_index``. The
 split names are the folder names (``train``, ``val``, ``test``). ``root`` may be ``CamVid/``
 itself or the folder that holds it. Any other label value is refused with the file named:
-it would mean another CamVid flavour (e.g. the 32-class colour labels) was pointed at.
+it would mean another CamVid flavour (e.g. the 32-class colour labels) was pointed at. A
+frame without its label file (or the reverse) stops with the file named; with
+``on_bad_sample="skip"`` it is left out with a warning (and listed in ``dropped``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,12 @@ class CamVidDataset(SegmentationDataset):
     """SegNet's CamVid: 11 classes, label 11 (Unlabelled) ignored."""
 
     def __init__(
-        self, root: str, split: str = "train", ignore_index: int = 255, transform=None
+        self,
+        root: str,
+        split: str = "train",
+        ignore_index: int = 255,
+        on_bad_sample: str = "error",
+        transform=None,
     ) -> None:
         super().__init__(transform)
         self.dir = locate(root)
@@ -71,7 +78,14 @@ class CamVidDataset(SegmentationDataset):
                 f"{have}). If it has no {split} split, leave it out, e.g. data.splits.test=null"
             )
         self.split = split
-        self.samples = pair_files(images, labels, [".png"], ".png")
+        self.dropped: list[tuple[str, str]] = []
+        self.samples = pair_files(
+            images,
+            labels,
+            [".png"],
+            ".png",
+            dropped=self.dropped if on_bad_sample == "skip" else None,
+        )
         self.lut = index_lut(len(CLASSES), ignore_index, {UNLABELLED: ignore_index})
 
     def __len__(self) -> int:

@@ -6,12 +6,34 @@ are given as one partial constructor (``_partial_: true``) called as
 ``dataset(split=..., transform=...)`` for each split, in ``setup``; augmentations
 are lists of albumentations transforms to which normalisation and tensor conversion are
 appended here, so the normalisation is written once.
+
+Bad samples (``on_bad_sample``). Loaders read each dataset through ``GuardedDataset``, which
+turns the ``ValueError`` / ``OSError`` a bad file raises on loading (a corrupt image, a mask
+of another size, a label value not in the class table: the datasets' messages name the file)
+into a marker sample instead of raising inside a worker. ``pad_collate`` leaves markers out
+of the tensors and passes them on under ``"bad"``; ``SegDataLoader`` takes them out of each
+batch in the main process, whatever the number of workers, and then
+
+- ``on_bad_sample=error`` (default): raises the loading error there, as itself (its type and
+  message, the file first; a worker's traceback is chained as its cause), not buried in
+  PyTorch's "Caught ValueError in DataLoader worker process 0" text;
+- ``on_bad_sample=skip``: logs a warning naming the file and the problem the first time a
+  sample is skipped, counts every skip, drops batches left empty (a batch of only bad
+  samples never reaches the model) and raises if a whole pass over a split had nothing
+  but bad samples. ``teardown`` (the end of fit / validate / test) logs how many samples of
+  each split were skipped; ``skipped`` holds the counts. Datasets that find unpaired files
+  when they are built (folder, CamVid, MSRC) leave those out with a warning instead of
+  stopping, listed in their ``dropped``; these are reported at the end too.
+
+Errors that are not about a file (a bug, an out-of-memory) are never caught.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,12 +45,135 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from seglab.data.download import download
 from seglab.data.samplers import SeededSampler, UnpaddedDistributedSampler
 
+log = logging.getLogger(__name__)
 
-def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, torch.Tensor]:
+ON_BAD_SAMPLE = ("error", "skip")
+# What loading a bad file raises (the datasets' and readers' errors name the file).
+BAD_FILE_ERRORS = (ValueError, OSError)
+
+
+def sample_file(dataset: Dataset, index: int) -> str | None:
+    """The file behind item ``index`` of a seglab dataset (its image), when it says."""
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, dataset.indices[index]
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        first = samples[index]
+        return str(first[0] if isinstance(first, tuple | list) else first)
+    return None
+
+
+class WorkerTraceback(Exception):
+    """The traceback of a loading error in a DataLoader worker (chained as its cause)."""
+
+
+class GuardedDataset(Dataset):
+    """Returns a marker ``{"bad": ...}`` for a sample whose loading raises a bad-file error,
+    so that the error travels with the batch to the main process (see the module
+    docstring). ``skipped`` / ``bad`` / ``warned`` are kept by the main process's copy."""
+
+    def __init__(self, dataset: Dataset, split: str) -> None:
+        self.dataset, self.split = dataset, split
+        self.skipped = 0  # samples skipped, repeats (later epochs) included
+        self.bad: dict[int, str] = {}  # index -> "file: problem", each bad sample once
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        try:
+            return self.dataset[key]
+        except BAD_FILE_ERRORS as e:
+            index = key[0] if isinstance(key, tuple) else key
+            in_worker = torch.utils.data.get_worker_info() is not None
+            return {
+                "bad": {
+                    "index": int(index),
+                    "file": sample_file(self.dataset, index),
+                    "type": type(e),
+                    "message": str(e),
+                    # In the main process the exception itself (with its traceback) is kept.
+                    "error": None if in_worker else e,
+                    "traceback": "".join(traceback.format_exception(e)) if in_worker else "",
+                }
+            }
+
+    def describe(self, bad: dict[str, Any]) -> str:
+        message, file = bad["message"], bad["file"]
+        return message if file is None or file in message else f"{file}: {message}"
+
+    def record(self, bad: dict[str, Any]) -> None:
+        """Counts a skipped sample; warns the first time each sample is skipped."""
+        self.skipped += 1
+        if bad["index"] not in self.bad:
+            self.bad[bad["index"]] = self.describe(bad)
+            log.warning(
+                "on_bad_sample=skip: skipping %s sample %d, %s",
+                self.split,
+                bad["index"],
+                self.bad[bad["index"]],
+            )
+
+
+def raise_bad(bad: dict[str, Any]) -> None:
+    """Raises the loading error of a bad-sample marker in the main process: the exception
+    itself, or (from a worker) one of its type and message, the worker's traceback chained
+    as its cause."""
+    if bad["error"] is not None:
+        raise bad["error"]
+    try:
+        error = bad["type"](bad["message"])
+    except Exception:  # a type that wants other arguments
+        error = ValueError(bad["message"])
+    raise error from WorkerTraceback(
+        f"in a DataLoader worker, loading sample {bad['index']}:\n{bad['traceback']}"
+    )
+
+
+class SegDataLoader(DataLoader):
+    """A DataLoader over a ``GuardedDataset`` that takes the bad-sample markers out of each
+    batch in the main process and raises or skips them (``skip``), as the module docstring
+    says. Batches it yields hold only ``image``, ``mask`` and ``index``."""
+
+    def __init__(self, *args: Any, on_bad_sample: str = "error", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_bad_sample = on_bad_sample
+
+    def __iter__(self) -> Iterator[Any]:
+        guard = self.dataset if isinstance(self.dataset, GuardedDataset) else None
+        yielded = skipped = 0
+        for batch in super().__iter__():
+            bad = batch.pop("bad", None) if isinstance(batch, dict) else None
+            for b in bad or ():
+                if guard is None or self.on_bad_sample != "skip":
+                    raise_bad(b)
+                guard.record(b)
+                skipped += 1
+            if "image" in batch:
+                yielded += 1
+                yield batch
+        if skipped and not yielded and guard is not None:
+            raise ValueError(
+                f"on_bad_sample=skip: every sample of the {guard.split} split read in this "
+                f"pass was bad ({skipped} skipped, see the warnings above); nothing is left "
+                "to train or evaluate on. Run `python src/check_data.py` to list the problems"
+            )
+
+
+def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, Any]:
     """Stacks samples; samples of different sizes are padded (bottom/right) to the largest,
-    images with 0 and masks with ``ignore_index``, so padding never counts in loss or metrics."""
+    images with 0 and masks with ``ignore_index``, so padding never counts in loss or metrics.
+    Bad-sample markers (``GuardedDataset``) are left out and passed on as ``"bad"``; a batch
+    of only bad samples is ``{"bad": [...]}``."""
+    bad = [s["bad"] for s in batch if "bad" in s]
+    if bad:
+        batch = [s for s in batch if "bad" not in s]
+        if not batch:
+            return {"bad": bad}
+        return {**pad_collate(batch, ignore_index), "bad": bad}
     h = max(s["image"].shape[-2] for s in batch)
     w = max(s["image"].shape[-1] for s in batch)
     images = batch[0]["image"].new_zeros((len(batch), batch[0]["image"].shape[0], h, w))
@@ -42,6 +187,13 @@ def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, tor
         "mask": masks,
         "index": torch.tensor([s["index"] for s in batch]),
     }
+
+
+def sample_dataset(dataset: Dataset) -> Dataset:
+    """The dataset under any ``Subset`` wrappers."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def worker_init(_: int) -> None:
@@ -76,14 +228,28 @@ class SegDataModule(L.LightningDataModule):
         seed: int = 0,
         class_weights: Sequence[float] | None = None,
         root: str | None = None,  # where the dataset lives; the dataset config interpolates it
+        on_bad_sample: str = "error",
+        download: bool = False,
+        download_urls: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        if on_bad_sample not in ON_BAD_SAMPLE:
+            raise ValueError(
+                f"data.on_bad_sample={on_bad_sample!r}; use one of {list(ON_BAD_SAMPLE)}"
+            )
+        self.on_bad_sample = on_bad_sample
         if len(class_names) != num_classes or len(palette) != num_classes:
             raise ValueError(
                 f"data '{name}': num_classes={num_classes} but {len(class_names)} class_names "
                 f"and {len(palette)} palette colours; the three must agree"
             )
         self.factory, self.root = dataset, root
+        self.download, self.download_urls = download, list(download_urls)
+        if download and not self.download_urls:
+            raise ValueError(
+                f"data '{name}' has no public download (data.download=true); place its files "
+                f"at data.root={root} in the publisher's layout and set data.download=false"
+            )
         # Which of the dataset's own split names serves as train / val / test (null: none).
         self.splits = {"train": "train", "val": "val", "test": None, **(splits or {})}
         self.name, self.num_classes, self.class_names = name, num_classes, list(class_names)
@@ -99,6 +265,7 @@ class SegDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.datasets: dict[str, Dataset] = {}
+        self.guarded: dict[str, GuardedDataset] = {}  # what the loaders read, by split
 
     def _compose(self, transforms: Sequence[Any]) -> A.Compose:
         return A.Compose(
@@ -113,7 +280,11 @@ class SegDataModule(L.LightningDataModule):
                 raise ValueError(f"data '{self.name}' has no {split} split")
             ds = self.factory(split=self.splits[split], transform=self.transforms[split])
             if len(ds) == 0:
-                raise ValueError(f"data '{self.name}': the {split} split is empty")
+                raise ValueError(
+                    f"data '{self.name}': the {split} split ({self.splits[split]!r}) is empty "
+                    f"in {self.root}: add its samples there, or leave it out with "
+                    f"data.splits.{split}=null if you do not need it"
+                )
             if split == "val" and self.val_subset and self.val_subset < len(ds):
                 g = np.random.default_rng(self.seed)
                 ds = Subset(ds, sorted(g.choice(len(ds), self.val_subset, replace=False).tolist()))
@@ -123,6 +294,18 @@ class SegDataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return self.splits.get("test") is not None
+
+    def prepare_data(self) -> None:
+        """``data.download=true``: fetches and extracts the dataset into ``data.root`` unless
+        its training split can already be read there (Lightning calls this on one process)."""
+        if not self.download:
+            return
+        try:
+            self.factory(split=self.splits["train"], transform=None)
+            return
+        except (FileNotFoundError, ValueError):
+            pass
+        download(self.download_urls, self.root)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -139,8 +322,10 @@ class SegDataModule(L.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     def _loader(self, split: str, sampler, batch_size: int, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            self.dataset(split),
+        if split not in self.guarded:
+            self.guarded[split] = GuardedDataset(self.dataset(split), split)
+        return SegDataLoader(
+            self.guarded[split],
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -150,7 +335,37 @@ class SegDataModule(L.LightningDataModule):
             collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
             worker_init_fn=worker_init,
             multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None,
+            on_bad_sample=self.on_bad_sample,
         )
+
+    @property
+    def skipped(self) -> dict[str, dict[str, int]]:
+        """Per split: ``samples`` (bad samples skipped, each once), ``times`` (skips, repeats
+        in later epochs included) and ``dropped`` (unpaired files left out when built)."""
+        out = {}
+        for split, ds in self.datasets.items():
+            guard = self.guarded.get(split)
+            dropped = len(getattr(sample_dataset(ds), "dropped", ()))
+            samples, times = (len(guard.bad), guard.skipped) if guard else (0, 0)
+            if samples or dropped:
+                out[split] = {"samples": samples, "times": times, "dropped": dropped}
+        return out
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Logs how many bad samples were skipped (``on_bad_sample=skip``)."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for split, n in self.skipped.items():
+            if stage is not None and split not in splits.get(stage, (split,)):
+                continue
+            log.warning(
+                "on_bad_sample=skip: %s split: %d bad sample(s) skipped (%d time(s) in all), "
+                "%d unpaired file(s) left out when it was built; the warnings above name each "
+                "file, `python src/check_data.py` lists them all",
+                split,
+                n["samples"],
+                n["times"],
+                n["dropped"],
+            )
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()

@@ -8,7 +8,9 @@ Two layouts, looked for in this order:
   and all masks in ``masks/``.
 
 The mask of ``images/<split>/a/b.jpg`` is ``masks/<split>/a/b<mask_suffix>``. An image without
-a mask, or (split folders) a mask without an image, stops with the file named.
+a mask, or (split folders) a mask without an image, stops with the file named; with
+``on_bad_sample="skip"`` such files are left out of the split with a warning (and listed in
+``dropped``).
 
 ``mask_format`` says how a mask stores classes:
 
@@ -60,6 +62,7 @@ class FolderDataset(SegmentationDataset):
         void_colours: Sequence[Sequence[int]] = (),
         image_suffixes: Sequence[str] = IMAGE_SUFFIXES,
         mask_suffix: str = ".png",
+        on_bad_sample: str = "error",
         transform=None,
     ) -> None:
         super().__init__(transform)
@@ -79,12 +82,21 @@ class FolderDataset(SegmentationDataset):
                     raise ValueError(f"folder: void colour {colour} is also a class colour")
                 self.table[colour] = ignore_index  # type: ignore[index]
         self.lut = index_lut(num_classes, ignore_index)
+        # (file, problem) of the files left out (on_bad_sample=skip: unpaired images / masks).
+        self.dropped: list[tuple[str, str]] = []
+        self._unpaired = self.dropped if on_bad_sample == "skip" else None
         self.samples = self._find(list(image_suffixes), mask_suffix)
 
     def _find(self, image_suffixes: list[str], mask_suffix: str) -> list[tuple[Path, Path]]:
         images, masks = self.root / "images", self.root / "masks"
         if (images / self.split).is_dir():
-            return pair_files(images / self.split, masks / self.split, image_suffixes, mask_suffix)
+            return pair_files(
+                images / self.split,
+                masks / self.split,
+                image_suffixes,
+                mask_suffix,
+                dropped=self._unpaired,
+            )
         split_list = self.root / "splits" / f"{self.split}.txt"
         if split_list.is_file():
             keys = []
@@ -95,7 +107,11 @@ class FolderDataset(SegmentationDataset):
                 low = name.lower()
                 suffix = next((s for s in image_suffixes if low.endswith(s.lower())), "")
                 keys.append(name[: len(name) - len(suffix)] if suffix else name)
-            return pair_files(images, masks, image_suffixes, mask_suffix, keys=keys)
+            if not keys:
+                raise ValueError(f"folder: {split_list} lists no images: an empty split")
+            return pair_files(
+                images, masks, image_suffixes, mask_suffix, keys=keys, dropped=self._unpaired
+            )
         if not self.root.is_dir():
             raise FileNotFoundError(f"folder: data.root {self.root} does not exist")
         raise FileNotFoundError(

@@ -188,6 +188,7 @@ class MSRCDataset(SegmentationDataset):
         split_dir: str | None = None,
         cache_dir: str | None = None,
         fallback_cache_dir: str | None = None,
+        on_bad_sample: str = "error",
         transform=None,
     ) -> None:
         super().__init__(transform)
@@ -204,6 +205,8 @@ class MSRCDataset(SegmentationDataset):
             )
         self.split, self.list_file = split, found[0]
         self.samples: list[tuple[Path, Path]] = []
+        # (file, problem) of the samples left out (on_bad_sample=skip: a missing file).
+        self.dropped: list[tuple[str, str]] = []
         missing: list[str] = []  # one entry per incomplete sample: its first missing file
         for name in read_split_list(self.list_file):
             stem = Path(name).stem
@@ -211,7 +214,12 @@ class MSRCDataset(SegmentationDataset):
             gt = self.db / "SegmentationsGTHighQuality" / f"{stem}_HQGT.bmp"
             if not gt.is_file():
                 gt = self.db / "GroundTruth" / f"{stem}_GT.bmp"
-            missing += [str(p) for p in (image, gt) if not p.is_file()][:1]
+            absent = [str(p) for p in (image, gt) if not p.is_file()][:1]
+            if absent and on_bad_sample == "skip":
+                log.warning("left out %s: listed in %s but missing", absent[0], self.list_file)
+                self.dropped.append((absent[0], f"listed in {self.list_file} but missing"))
+                continue
+            missing += absent
             self.samples.append((image, gt))
         if missing:
             raise FileNotFoundError(

@@ -8,11 +8,14 @@ message, instead of mapping them to some class or to void.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
 
 # What PIL raises for a missing, truncated or not-an-image file.
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
@@ -178,36 +181,56 @@ def pair_files(
     image_suffixes: Sequence[str],
     mask_suffix: str,
     keys: Sequence[str] | None = None,
+    dropped: list[tuple[str, str]] | None = None,
 ) -> list[tuple[Path, Path]]:
     """(image, mask) pairs matched by name: the mask of ``<dir>/a.jpg`` is
     ``<mask_dir>/a<mask_suffix>``. Every image needs a mask; with ``keys`` (a split list) only
     those images are taken, otherwise a mask without an image is an error too (a mislabelled
-    or misplaced file is found now, not after training)."""
+    or misplaced file is found now, not after training). A folder without any image is an
+    error as well.
+
+    ``dropped``: a list to collect ``(file, problem)`` of unpaired files in, instead of
+    stopping at them (``data.on_bad_sample=skip``): they are left out with a warning."""
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     for d in (image_dir, mask_dir):
         if not d.is_dir():
             raise FileNotFoundError(f"folder {d} does not exist")
     images = list_files(image_dir, image_suffixes)
     masks = list_files(mask_dir, [mask_suffix])
+    if not images and keys is None:
+        raise ValueError(
+            f"{image_dir} holds no images (files ending in one of {list(image_suffixes)}): "
+            "an empty split; put the images there or leave the split out"
+        )
+    problems: list[tuple[str, str]] = []  # (file, what is wrong), for `dropped`
     if keys is not None:
         absent = [k for k in keys if k not in images]
-        if absent:
+        if absent and dropped is None:
             raise FileNotFoundError(
                 f"{len(absent)} listed images are not in {image_dir} (with a suffix in "
                 f"{list(image_suffixes)}), e.g. {absent[:3]}"
             )
-        images = {k: images[k] for k in keys}
+        problems += [(str(image_dir / k), "listed image not found") for k in absent]
+        images = {k: images[k] for k in keys if k in images}
     no_mask = [k for k in images if k not in masks]
-    if no_mask:
+    if no_mask and dropped is None:
         raise FileNotFoundError(
             f"{len(no_mask)} images have no mask, e.g. {images[no_mask[0]]}: expected "
             f"{mask_dir / (no_mask[0] + mask_suffix)}"
         )
+    problems += [
+        (str(images[k]), f"no mask (expected {mask_dir / (k + mask_suffix)})") for k in no_mask
+    ]
     if keys is None:
         extra = [k for k in masks if k not in images]
-        if extra:
+        if extra and dropped is None:
             raise ValueError(
                 f"{len(extra)} masks have no image, e.g. {masks[extra[0]]}: expected an image "
                 f"{image_dir / extra[0]}<one of {list(image_suffixes)}>"
             )
-    return [(images[k], masks[k]) for k in images]  # name order, or the list's
+        problems += [(str(masks[k]), "mask without an image") for k in extra]
+    for file, problem in problems:
+        log.warning("left out %s: %s", file, problem)
+    if dropped is not None:
+        dropped += problems
+    return [(images[k], masks[k]) for k in images if k in masks]  # name order, or the list's
