@@ -56,6 +56,7 @@ class SegmentationModule(L.LightningModule):
         channels_last: bool = False,
         inference: dict[str, Any] | None = None,
         compile: bool = False,
+        cpu_bf16: bool = True,  # read by trainer.precision's default (conf/trainer), not here
     ) -> None:
         super().__init__()
         self.net, self.loss = net, loss

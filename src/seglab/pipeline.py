@@ -46,11 +46,8 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> Segmentation
     scheduler = cfg.get("scheduler")
     start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
     inference = cfg.get("inference")
-    model = cfg.model.copy()  # keeps its place in cfg, so interpolations still resolve
-    with open_dict(model):
-        model.pop("cpu_bf16", None)  # read by the trainer's precision, not the module
     module = build(
-        model,
+        cfg.model,
         **start,
         inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
         loss=instantiate(cfg.loss),

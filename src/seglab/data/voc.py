@@ -28,30 +28,6 @@ import numpy as np
 from seglab.data.base import SegmentationDataset
 from seglab.data.readers import check_same_size, compact, index_lut, lookup, read_label, read_rgb
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
-
 
 def _existing(path: Path, what: str) -> Path:
     if not path.is_file():
@@ -114,7 +90,7 @@ class VOCDataset(SegmentationDataset):
         root: str | Path,
         split: str = "train",
         sbd_root: str | Path | None = None,
-        num_classes: int = len(VOC_CLASSES),
+        num_classes: int = 21,  # background + 20 (names: conf/data/voc.yaml)
         ignore_index: int = 255,
         transform: Any = None,
     ) -> None:

@@ -26,3 +26,27 @@ class Float32Conv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return super().forward(x.float())
+
+
+def replace_first_conv(module: nn.Module, in_channels: int) -> None:
+    """Swaps the first convolution for one taking ``in_channels`` inputs (same geometry)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d):
+            setattr(
+                module,
+                name,
+                nn.Conv2d(
+                    in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups,
+                    child.bias is not None,
+                ),
+            )
+            return
+        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            replace_first_conv(child, in_channels)
+            return

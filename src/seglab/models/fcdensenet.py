@@ -30,8 +30,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from seglab.models.common import replace_first_conv
 from seglab.models.pretrained import load_exact
-from seglab.models.torchvision_seg import _replace_first_conv
 
 # torchvision's DenseNet configurations: depth -> (growth rate, layers per dense block).
 DENSENETS = {121: (32, (6, 12, 24, 16)), 169: (32, (6, 12, 32, 32)), 201: (32, (6, 12, 48, 32))}
@@ -243,7 +243,7 @@ class DenseNetFCN(nn.Module):
         enc_growth, blocks = DENSENETS[depth]
         self.encoder = getattr(torchvision.models, f"densenet{depth}")(weights=None).features
         if in_channels != 3:
-            _replace_first_conv(self.encoder, in_channels)
+            replace_first_conv(self.encoder, in_channels)
         for i in range(1, 4):  # ceil mode: odd sizes keep their last row/column
             self.encoder.get_submodule(f"transition{i}.pool").ceil_mode = True
         channels = [self.encoder.conv0.out_channels]  # stem, then dense blocks 1-3

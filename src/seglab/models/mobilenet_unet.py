@@ -25,9 +25,9 @@ import torch
 import torchvision
 from torch import nn
 
+from seglab.models.common import replace_first_conv
 from seglab.models.fcdensenet import with_bn_counters
 from seglab.models.pretrained import load_exact
-from seglab.models.torchvision_seg import _replace_first_conv
 
 # The strided inverted-residual blocks whose expansion activation is a skip (strides 2-16).
 SKIP_BLOCKS = (2, 4, 7, 14)
@@ -64,7 +64,7 @@ class MobileNetV2UNet(nn.Module):
             )
         features = torchvision.models.mobilenet_v2(weights=None).features
         if in_channels != 3:
-            _replace_first_conv(features, in_channels)
+            replace_first_conv(features, in_channels)
         self.encoder = features[:ENCODER_BLOCKS]
         skip_channels = []
         for i in SKIP_BLOCKS:

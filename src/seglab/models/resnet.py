@@ -15,8 +15,9 @@ import torch
 import torchvision
 from torch import nn
 
+from seglab.models.common import replace_first_conv
 from seglab.models.pretrained import load_exact
-from seglab.models.torchvision_seg import BACKBONE_WEIGHTS, _replace_first_conv
+from seglab.models.torchvision_seg import BACKBONE_WEIGHTS
 
 BACKBONES = ("resnet50", "resnet101")
 # Which of layer2 / layer3 / layer4 trade their stride 2 for dilation.
@@ -42,7 +43,7 @@ class ResNetBackbone(nn.Module):
             weights=None, replace_stride_with_dilation=DILATION[output_stride]
         )
         if in_channels != 3:
-            _replace_first_conv(net, in_channels)
+            replace_first_conv(net, in_channels)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             setattr(self, name, getattr(net, name))
         self.name, self.output_stride = backbone, output_stride

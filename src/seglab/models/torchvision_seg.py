@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from seglab.models.common import replace_first_conv
 from seglab.models.pretrained import load_exact
 
 ARCHS = (
@@ -37,30 +38,6 @@ HEAD_KEYS = (
 )
 
 
-def _replace_first_conv(module: nn.Module, in_channels: int) -> None:
-    """Swaps the first convolution for one taking ``in_channels`` inputs (same geometry)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d):
-            setattr(
-                module,
-                name,
-                nn.Conv2d(
-                    in_channels,
-                    child.out_channels,
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    child.dilation,
-                    child.groups,
-                    child.bias is not None,
-                ),
-            )
-            return
-        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
-            _replace_first_conv(child, in_channels)
-            return
-
-
 class TorchvisionSegmentation(nn.Module):
     def __init__(
         self, arch: str, num_classes: int, in_channels: int = 3, aux_loss: bool = False
@@ -72,7 +49,7 @@ class TorchvisionSegmentation(nn.Module):
         kwargs = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
         model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
         if in_channels != 3:
-            _replace_first_conv(model.backbone, in_channels)
+            replace_first_conv(model.backbone, in_channels)
         self.model = model
         self.default_weights = BACKBONE_WEIGHTS[arch.split("_", 1)[1]]
 
