@@ -127,13 +127,16 @@ def _train_plain(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
     if not module.train_trunk:
         net.encoder.eval()
     fmt = torch.channels_last if module.channels_last else torch.contiguous_format
-    x = batch["image"].to(device).contiguous(memory_format=fmt)
-    y = batch["mask"].to(device)
     optimizer = scale_group_lrs(module.optimizer_factory(param_groups(net, module.lr_mult)))
+    schedule = module.scheduler_factory
+    scheduler = schedule(optimizer, total_steps=steps) if schedule is not None else None
     precision = str(cfg.trainer.get("precision", "32-true"))
     scaler = torch.amp.GradScaler(enabled=precision.startswith("16") and device.type == "cuda")
     stamps = []
     for _ in range(steps):
+        # As a loader's batch would: moved and converted to the memory format every step.
+        x = batch["image"].to(device).contiguous(memory_format=fmt)
+        y = batch["mask"].to(device)
         with _autocast(precision, device):
             logits, aux = split_output(net(x))
             loss = loss_fn(logits, y)
@@ -144,6 +147,8 @@ def _train_plain(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if scheduler is not None:
+            scheduler.step()
         _sync(device)
         stamps.append(time.perf_counter())
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]

@@ -1,6 +1,11 @@
-"""Callbacks that show what the model does: prediction overlays and the confusion matrix."""
+"""Callbacks: prediction overlays and the confusion matrix (what the model does), and the
+checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C)."""
 
 from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -8,9 +13,59 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seglab.module import logits_to_labels, split_output
 from seglab.visualize import confusion_matrix_figure, denormalize, grid, overlay
+
+log = logging.getLogger(__name__)
+
+
+class InterruptCheckpoint(L.Callback):
+    """Saves ``<dirpath>/<filename>.ckpt`` when fit is interrupted: SIGTERM (Lightning stops
+    at the next batch boundary with ``SIGTERMException``, e.g. on preemption) or Ctrl+C
+    (``KeyboardInterrupt``). Like Lightning's ``OnExceptionCheckpoint``, except that it saves
+    nothing on errors (a crash, a non-finite loss), whose state may be broken: the last
+    checkpoint ModelCheckpoint wrote stays the last good one. The file is written through the
+    trainer's CheckpointIO (atomic with ``AtomicCheckpointIO``) and holds the full training
+    state (model, optimizer, scheduler, loops), so ``ckpt_path=<file>`` resumes from it.
+
+    Not a ``Checkpoint`` subclass on purpose: ``trainer.checkpoint_callback`` (the best
+    checkpoint's source) and Lightning's default ModelCheckpoint are left as they were."""
+
+    def __init__(self, dirpath: str | Path, filename: str = "interrupted") -> None:
+        if not filename:
+            raise ValueError("InterruptCheckpoint: filename must not be empty")
+        self.dirpath, self.filename = str(dirpath), filename
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, self.filename + ".ckpt")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return  # nothing to resume: evaluation only, or before the first training step
+        what = "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt"
+        trainer.save_checkpoint(self.ckpt_path)
+        if trainer.is_global_zero:
+            log.warning(
+                "%s at epoch %d, step %d: saved %s; resume with ckpt_path=%s",
+                what,
+                trainer.current_epoch,
+                trainer.global_step,
+                self.ckpt_path,
+                self.ckpt_path,
+            )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """After a fit that ended normally, an older interrupted checkpoint in the same
+        folder (a run resumed into its own folder) is stale: removed."""
+        if stage == "fit" and trainer.is_global_zero and os.path.isfile(self.ckpt_path):
+            trainer.strategy.remove_checkpoint(self.ckpt_path)
 
 
 class SegmentationVisualizer(L.Callback):

@@ -7,6 +7,7 @@ per-iteration schedule, trunk freezing, and metrics from one confusion matrix.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,14 @@ from seglab.inference import Inferer
 from seglab.metrics import ConfusionMatrix, metrics_from_confmat
 from seglab.models.pretrained import load_pretrained
 from seglab.optim import param_groups, scale_group_lrs
+
+log = logging.getLogger(__name__)
+
+NONFINITE_LOSS_MODES = ("error", "skip")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (``model.nonfinite_loss=error``)."""
 
 
 def split_output(out: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
@@ -57,8 +66,16 @@ class SegmentationModule(L.LightningModule):
         inference: dict[str, Any] | None = None,
         compile: bool = False,
         cpu_bf16: bool = True,  # read by trainer.precision's default (conf/trainer), not here
+        nonfinite_loss: str = "error",
     ) -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE_LOSS_MODES:
+            raise ValueError(
+                f"model.nonfinite_loss={nonfinite_loss!r}; use one of {NONFINITE_LOSS_MODES}"
+            )
+        # error: stop at the first NaN / inf training loss; skip: drop that batch's update.
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_steps = 0  # training steps skipped for a non-finite loss (skip mode)
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -136,8 +153,21 @@ class SegmentationModule(L.LightningModule):
             loss = loss + self.aux_weight * self.loss(aux, target)
         return loss, logits
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        skip = self.nonfinite_loss == "skip"
+        # Skip mode: the forward pass updates BatchNorm running statistics, which a NaN batch
+        # would poison even though its optimizer step is skipped; keep a copy to restore
+        # (the buffers are small next to the activations).
+        buffers = [(b, b.detach().clone()) for b in self.net.buffers()] if skip else []
         loss, _ = self._loss(self(batch["image"]), batch["mask"])
+        # Reading the result of isfinite on the host waits for the forward pass to finish (a
+        # device-to-host sync once per step): free on CPU; on a GPU it stalls the launch
+        # queue until the forward is done, a small cost next to the step for these models,
+        # and the progress bar already reads the logged loss every step.
+        if not bool(torch.isfinite(loss)):
+            return self._nonfinite(loss, batch, batch_idx, buffers)
+        if skip:
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
         self.log(
             "train/loss",
             loss,
@@ -147,6 +177,66 @@ class SegmentationModule(L.LightningModule):
             batch_size=batch["image"].shape[0],
         )
         return loss
+
+    def _nonfinite(
+        self,
+        loss: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        batch_idx: int,
+        buffers: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor | None:
+        """Stops the run (error) or skips this batch's update (skip) on a NaN / inf loss."""
+        trainer = self.trainer
+        lrs = [
+            f"{group.get('name') or f'group {i}'}={group['lr']:.3g}"
+            for opt in trainer.optimizers
+            for i, group in enumerate(opt.param_groups)
+        ]
+        data_bad = not bool(torch.isfinite(batch["image"]).all())
+        where = (
+            f"non-finite training loss ({float(loss.detach().float())}) at global step "
+            f"{trainer.global_step} (epoch {trainer.current_epoch}, batch index {batch_idx}); "
+            f"learning rate(s): {', '.join(lrs) or 'unknown'}"
+            + ("; the input batch itself contains NaN / inf values" if data_bad else "")
+        )
+        if self.nonfinite_loss == "skip":
+            with torch.no_grad():
+                for buf, saved in buffers:
+                    buf.copy_(saved)
+            self.skipped_steps += 1
+            log.warning(
+                "%s: skipped this batch's update (model.nonfinite_loss=skip; %d skipped so far)",
+                where,
+                self.skipped_steps,
+            )
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+            if trainer.world_size == 1:
+                return None  # Lightning then makes no optimizer update for this batch
+            # DDP cannot skip one process's step (the others wait in the gradient
+            # all-reduce): this process contributes a zero gradient instead.
+            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+        ckpt_cb = trainer.checkpoint_callback
+        last = getattr(ckpt_cb, "last_model_path", "") or getattr(ckpt_cb, "best_model_path", "")
+        kept = (
+            f"the last checkpoint saved, {last}, is the last good state"
+            if last
+            else "no checkpoint had been saved yet"
+        )
+        raise NonFiniteLossError(
+            f"{where}. Training stopped before this step's update; {kept} (this state is not "
+            "saved). Try: a lower learning rate (optimizer.lr=..., or a longer warmup, "
+            "scheduler.warmup_steps=...), checking the data for bad values (python "
+            f"src/check_data.py), full precision (trainer.precision=32; now "
+            f"{trainer.precision}), or model.nonfinite_loss=skip to skip such batches."
+        )
+
+    def on_train_end(self) -> None:
+        if self.skipped_steps:
+            log.warning(
+                "%d training step(s) were skipped because of a non-finite loss "
+                "(model.nonfinite_loss=skip)",
+                self.skipped_steps,
+            )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Main-head logits of one pass (what the inferer calls per window / view)."""
@@ -222,3 +312,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seglab_config"] = self.run_config
+        checkpoint["seglab_skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("seglab_skipped_steps", 0))

@@ -6,6 +6,7 @@ lightning-hydra-template does.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,8 +18,10 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seglab.checkpoint_io import safe_load
 from seglab.config import build, check_config, plain, print_config_tree
 from seglab.data.datamodule import worker_init
 from seglab.module import SegmentationModule, logits_to_labels
@@ -72,11 +75,12 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a seglab checkpoint safely (``weights_only=True``: no code runs on load)."""
+    """Loads a seglab checkpoint safely (``weights_only=True``: no code runs on load; a file
+    that would need more is refused with a ``ValueError``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file.ckpt>")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = safe_load(path)
     if "seglab_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
     return ckpt
@@ -99,6 +103,22 @@ def _stage_metrics(module: SegmentationModule, trainer: L.Trainer, stage: str) -
     return out
 
 
+def _sigterm_exit_status(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Lightning stops on SIGTERM with ``SIGTERMException``, a ``SystemExit`` without a code
+    (exit status 0), so a preempted run would look finished to a job scheduler: exit like a
+    process killed by SIGTERM instead (128 + 15), after ``InterruptCheckpoint`` saved."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SIGTERMException:
+            raise SystemExit(143) from None
+
+    return wrapped
+
+
+@_sigterm_exit_status
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits, then evaluates the best checkpoint on val (and test when the data has one);
     returns the final metrics, also written to ``metrics.json`` in the run folder."""
@@ -184,6 +204,7 @@ def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     return saved
 
 
+@_sigterm_exit_status
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuilds the model from the checkpoint's own config and evaluates ``cfg.split``."""
     if cfg.split not in ("val", "test"):

@@ -81,7 +81,9 @@ def torchvision_state_dict(weights_name: str) -> dict[str, torch.Tensor]:
                 "(or set TORCH_HOME), or pass model.weights_path=<file>, or train from "
                 "scratch with model.pretrained=false."
             )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from seglab.checkpoint_io import safe_load  # here: keeps the nets free of lightning
+
+    return safe_load(path)
 
 
 def _net_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
@@ -100,7 +102,9 @@ def load_pretrained(
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"model.weights_path={weights_path}: no such file")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        from seglab.checkpoint_io import safe_load  # here: keeps the nets free of lightning
+
+        obj = safe_load(path)  # a file whose pickle would run code is refused
         sd = _net_state_dict(obj)
         if sd is None and isinstance(obj, Mapping) and set(net.state_dict()) <= set(obj):
             sd = dict(obj)
