@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ CONF = ROOT / "conf"
 os.environ.setdefault("SEGLAB_ROOT", str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["SEGLAB_OFFLINE"] = "1"  # tests never download weights
+# ... nor read the user's weight cache: every test sees the same empty one.
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="seglab-test-torch-home-")
 
 # A few seconds per run on 2 CPU cores: 32 train / 8 val / 8 test images, a 2-level U-Net.
 TINY = [

@@ -46,6 +46,10 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
         dm = instantiate(cfg.data)
         assert len(dm.dataset("val")) > 0
     if group in ("model", "loss", "optimizer", "scheduler", "experiment"):
+        if cfg.model.get("pretrained"):  # offline: the clear error, then from scratch
+            with pytest.raises(FileNotFoundError, match="not in torch's cache"):
+                build_module(cfg)
+            cfg.model.pretrained = False
         module = build_module(cfg)
         assert module.num_classes == cfg.data.num_classes
     if group in ("callbacks", "logger", "trainer", "debug"):

@@ -29,9 +29,16 @@ def auto_precision(cpu_bf16: bool = True) -> str:
     return "32-true"
 
 
+def cudnn_benchmark(deterministic: bool = False) -> bool:
+    """cuDNN autotuning (fastest convolution algorithms for fixed input sizes) on GPUs,
+    unless the run must be deterministic; irrelevant on CPU."""
+    return torch.cuda.is_available() and not deterministic
+
+
 def _register_resolvers() -> None:
     resolvers = {
         "seglab.precision": auto_precision,
+        "seglab.cudnn_benchmark": cudnn_benchmark,
         # Part of run folder names: with the microsecond time it keeps runs started at the
         # same moment apart.
         "seglab.pid": os.getpid,
