@@ -17,7 +17,6 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from seglab.config import build, print_config_tree
-from seglab.module import split_output
+from seglab.module import autocast, split_output
 from seglab.optim import param_groups, scale_group_lrs
 
 
@@ -59,14 +58,6 @@ def flops_per_image(net: torch.nn.Module, in_channels: int, size: int | list[int
         net(torch.zeros(1, in_channels, h, w))
     net.train(was_training)
     return float(counter.get_total_flops())
-
-
-def _autocast(precision: str, device: torch.device):
-    if "bf16" in precision:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return nullcontext()
 
 
 class _StepTimes(Callback):
@@ -137,7 +128,7 @@ def _train_plain(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
         # As a loader's batch would: moved and converted to the memory format every step.
         x = batch["image"].to(device).contiguous(memory_format=fmt)
         y = batch["mask"].to(device)
-        with _autocast(precision, device):
+        with autocast(precision, device):
             logits, aux = split_output(net(x))
             loss = loss_fn(logits, y)
             if aux is not None and module.aux_weight:
@@ -191,7 +182,7 @@ def _infer(
 ) -> list[float]:
     device = x.device
     times = []
-    with torch.inference_mode(), _autocast(precision, device):
+    with torch.inference_mode(), autocast(precision, device):
         for _ in range(warmup + steps):
             start = time.perf_counter()
             module(x)

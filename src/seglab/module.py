@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import lightning as L
@@ -36,6 +37,16 @@ def split_output(out: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Ten
     if isinstance(out, dict):
         return out["out"], out.get("aux")
     return out, None
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """The autocast context of a Lightning precision string outside the Trainer (predict,
+    benchmark): bf16 for "bf16-*", fp16 for "16-*" on CUDA only, else none."""
+    if "bf16" in precision:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16") and device.type == "cuda":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext()
 
 
 def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seglab.checkpoint_io import safe_load
 from seglab.config import build, check_config, plain, print_config_tree
 from seglab.data.datamodule import worker_init
-from seglab.module import SegmentationModule, logits_to_labels
+from seglab.module import SegmentationModule, autocast, logits_to_labels
 from seglab.reporting import print_metrics_table, save_metrics_json
 
 log = logging.getLogger(__name__)
@@ -284,14 +284,10 @@ def _checkpoint_labeller(cfg: DictConfig) -> tuple[dict[str, Any], Labeller]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device).eval()
     precision = str(cfg.get("precision") or run.trainer.get("precision", "32-true"))
-    autocast_dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-    use_autocast = "mixed" in precision and (
-        device.type == "cuda" or autocast_dtype == torch.bfloat16
-    )
 
     def to_labels(x: torch.Tensor) -> np.ndarray:
         x = x.to(device)
-        with torch.no_grad(), torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
+        with torch.no_grad(), autocast(precision, device):
             return logits_to_labels(module.inferer(module.logits, x)).cpu().numpy()
 
     return OmegaConf.to_container(run.data, resolve=True), to_labels

@@ -189,11 +189,16 @@ def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, Any
     }
 
 
-def sample_dataset(dataset: Dataset) -> Dataset:
-    """The dataset under any ``Subset`` wrappers."""
+def unwrap(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The dataset that has ``load`` and the indices into it that ``dataset`` covers
+    (a ``Subset``, e.g. the DataModule's ``val_subset``, covers its ``indices``)."""
+    indices = list(range(len(dataset)))
     while isinstance(dataset, Subset):
+        indices = [int(dataset.indices[i]) for i in indices]
         dataset = dataset.dataset
-    return dataset
+    if not hasattr(dataset, "load"):
+        raise TypeError(f"{type(dataset).__name__} has no load(i); seglab datasets have one")
+    return dataset, indices
 
 
 def worker_init(_: int) -> None:
@@ -345,7 +350,7 @@ class SegDataModule(L.LightningDataModule):
         out = {}
         for split, ds in self.datasets.items():
             guard = self.guarded.get(split)
-            dropped = len(getattr(sample_dataset(ds), "dropped", ()))
+            dropped = len(getattr(unwrap(ds)[0], "dropped", ()))
             samples, times = (len(guard.bad), guard.skipped) if guard else (0, 0)
             if samples or dropped:
                 out[split] = {"samples": samples, "times": times, "dropped": dropped}

@@ -30,20 +30,8 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from seglab.config import build, print_config_tree
-from seglab.data.datamodule import worker_init
+from seglab.data.datamodule import unwrap, worker_init
 from seglab.visualize import denormalize, grid, overlay
-
-
-def unwrap(dataset: Dataset) -> tuple[Dataset, list[int]]:
-    """The dataset that has ``load`` and the indices into it that ``dataset`` covers
-    (a ``Subset``, e.g. the DataModule's ``val_subset``, covers its ``indices``)."""
-    indices = list(range(len(dataset)))
-    while isinstance(dataset, Subset):
-        indices = [int(dataset.indices[i]) for i in indices]
-        dataset = dataset.dataset
-    if not hasattr(dataset, "load"):
-        raise TypeError(f"{type(dataset).__name__} has no load(i); seglab datasets have one")
-    return dataset, indices
 
 
 def _keep(batch: list[Any]) -> list[Any]:
