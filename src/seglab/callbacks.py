@@ -1,5 +1,6 @@
-"""Callbacks: prediction overlays and the confusion matrix (what the model does), and the
-checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C)."""
+"""Callbacks: prediction overlays and the confusion matrix (what the model does), the
+checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C), and a ModelCheckpoint whose
+last.ckpt is always the latest state."""
 
 from __future__ import annotations
 
@@ -19,6 +20,33 @@ from seglab.module import logits_to_labels, split_output
 from seglab.visualize import confusion_matrix_figure, denormalize, grid, overlay
 
 log = logging.getLogger(__name__)
+
+
+class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, except that ``last.ckpt`` is rewritten at the end of every
+    checkpointing epoch. Lightning 2.6 rewrites it only in epochs that saved a top-k
+    checkpoint, so after an epoch whose metric did not improve, ``last.ckpt`` would still be
+    an older state, and a run killed then would resume from there and repeat epochs."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def _save_last_if_stale(self, trainer: L.Trainer) -> None:
+        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        if (
+            self.save_last
+            and due
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class InterruptCheckpoint(L.Callback):
@@ -50,7 +78,16 @@ class InterruptCheckpoint(L.Callback):
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return  # nothing to resume: evaluation only, or before the first training step
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt"
-        trainer.save_checkpoint(self.ckpt_path)
+        if isinstance(exception, SIGTERMException) or trainer.world_size == 1:
+            # Lightning stops every rank at the same step on SIGTERM: a collective save.
+            trainer.save_checkpoint(self.ckpt_path)
+        elif trainer.is_global_zero:
+            # Ctrl+C reaches the ranks one by one, or only one of them (`kill -INT <pid>`),
+            # at different points: the barrier in trainer.save_checkpoint could wait forever
+            # for a rank that never comes. Rank 0 writes alone (DDP: it holds the full state);
+            # Lightning then stops the other processes it started.
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint()
+            trainer.strategy.save_checkpoint(checkpoint, self.ckpt_path)
         if trainer.is_global_zero:
             log.warning(
                 "%s at epoch %d, step %d: saved %s; resume with ckpt_path=%s",

@@ -58,7 +58,7 @@ def build(node: Any, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
-        if isinstance(cause, (ValueError, FileNotFoundError, RuntimeError)):
+        if isinstance(cause, (ValueError, FileNotFoundError, RuntimeError, ImportError)):
             raise cause from None
         raise
 
@@ -95,6 +95,20 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(
             "a single-channel net (model.net.num_classes=1) needs loss=bce or loss=dice"
         )
+    if data.get("in_channels") not in (1, 3):
+        raise ValueError(
+            f"data.in_channels={data.get('in_channels')}: images are read as 3 (RGB) or 1 "
+            "(grey) channels; set data.in_channels=3 or 1"
+        )
+    for key in ("mean", "std"):
+        stats = data.get(key)
+        if stats is not None and len(stats) != data.in_channels:
+            one = "[0.5]" if key == "mean" else "[0.25]"
+            raise ValueError(
+                f"data.{key} has {len(stats)} values but data.in_channels={data.in_channels}: "
+                f"give one per channel (e.g. data.{key}={one} for grey images, or the "
+                "dataset's own statistics from src/data_stats.py)"
+            )
     cin = net.get("in_channels")
     if cin is not None and cin != data.in_channels:
         raise ValueError(

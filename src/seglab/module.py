@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
+from seglab import provenance
 from seglab.inference import Inferer
 from seglab.metrics import ConfusionMatrix, metrics_from_confmat
 from seglab.models.pretrained import load_pretrained
@@ -98,7 +99,7 @@ class SegmentationModule(L.LightningModule):
         # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
         self.run_config: dict = {}
         self._check_output_channels(in_channels)
-        self.loaded_weights = load_pretrained(net, pretrained, weights_path)
+        self.loaded_weights = load_pretrained(net, pretrained, weights_path, num_classes)
         if not train_trunk:
             self._freeze_trunk()
         if channels_last:
@@ -323,6 +324,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seglab_config"] = self.run_config
+        checkpoint["seglab_provenance"] = provenance.collect(self.run_config.get("seed"))
         checkpoint["seglab_skipped_steps"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

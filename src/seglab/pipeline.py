@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seglab import guards, provenance
 from seglab.checkpoint_io import safe_load
 from seglab.config import build, check_config, plain, print_config_tree
 from seglab.data.datamodule import worker_init
@@ -30,11 +31,12 @@ from seglab.reporting import print_metrics_table, save_metrics_json
 log = logging.getLogger(__name__)
 
 # Trainer settings an evaluation inherits from the training run (the rest is fit-only).
+# Not num_nodes: a multi-node run's checkpoint is evaluated on one machine unless
+# `+trainer.num_nodes=N` says otherwise (N nodes would wait for the others' processes).
 EVAL_TRAINER_KEYS = (
     "_target_",
     "accelerator",
     "devices",
-    "num_nodes",
     "strategy",
     "precision",
     "deterministic",
@@ -106,7 +108,8 @@ def _stage_metrics(module: SegmentationModule, trainer: L.Trainer, stage: str) -
 def _sigterm_exit_status(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Lightning stops on SIGTERM with ``SIGTERMException``, a ``SystemExit`` without a code
     (exit status 0), so a preempted run would look finished to a job scheduler: exit like a
-    process killed by SIGTERM instead (128 + 15), after ``InterruptCheckpoint`` saved."""
+    process killed by SIGTERM instead (128 + 15), after ``InterruptCheckpoint`` saved.
+    Likewise Ctrl+C (SIGINT) exits with 130 (128 + 2), not Lightning's 1."""
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -114,11 +117,20 @@ def _sigterm_exit_status(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except SIGTERMException:
             raise SystemExit(143) from None
+        except KeyboardInterrupt:  # outside fit / validate / test (e.g. building the data)
+            raise SystemExit(130) from None
+        except SystemExit as err:
+            # Lightning turns Ctrl+C (KeyboardInterrupt) into sys.exit(1), after
+            # InterruptCheckpoint saved: exit like a process stopped by SIGINT (128 + 2).
+            if err.code == 1 and isinstance(err.__context__, KeyboardInterrupt):
+                raise SystemExit(130) from None
+            raise
 
     return wrapped
 
 
 @_sigterm_exit_status
+@guards.explain_oom
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits, then evaluates the best checkpoint on val (and test when the data has one);
     returns the final metrics, also written to ``metrics.json`` in the run folder."""
@@ -127,12 +139,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     print_config_tree(cfg, out_dir / "config_tree.log")
+    provenance.save(out_dir, cfg.get("seed"))
 
+    # Resuming: the checkpoint must hold this model and these classes (checked before the
+    # data and the trainer are built; Lightning loads the file again to resume).
+    resume = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if resume is not None:
+        guards.check_checkpoint_data(resume, cfg.ckpt_path, cfg.data, "resume")
     datamodule = build(cfg.data)
     module = build_module(cfg, from_checkpoint=bool(cfg.get("ckpt_path")))
+    if resume is not None:
+        guards.check_checkpoint_fits(module.net, resume, cfg.ckpt_path, plain(cfg), "resume")
+        del resume
     if module.loaded_weights:
         log.info("initial weights: %s", module.loaded_weights)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -205,20 +226,24 @@ def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
 
 
 @_sigterm_exit_status
+@guards.explain_oom
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuilds the model from the checkpoint's own config and evaluates ``cfg.split``."""
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {cfg.split!r}")
     ckpt = load_checkpoint(cfg.ckpt_path)
     run = _saved_config(cfg, ckpt)
+    guards.check_checkpoint_data(ckpt, cfg.ckpt_path, run.data, "evaluate")
     out_dir = Path(cfg.paths.output_dir)
     print_config_tree(run, out_dir / "config_tree.log")
+    provenance.save(out_dir, run.get("seed"))
     datamodule = build(run.data)
     if cfg.split == "test" and not datamodule.has_test:
         raise ValueError(f"data '{run.data.name}' has no test split; use split=val")
     module = build_module(run, from_checkpoint=True)
+    guards.check_checkpoint_fits(module.net, ckpt, cfg.ckpt_path, plain(run), "evaluate")
     module.load_state_dict(ckpt["state_dict"])
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
     trainer: L.Trainer = instantiate(
         run.trainer, logger=False, callbacks=callbacks, default_root_dir=str(out_dir)
     )
@@ -256,15 +281,12 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Any, Any]:
-        from PIL import Image
+        from seglab.data.readers import read_image  # the datasets' rules (16-bit, alpha)
 
         try:
-            with Image.open(self.paths[i]) as im:
-                image = np.asarray(im.convert("L" if self.grey else "RGB"))
+            image = read_image(self.paths[i], 1 if self.grey else 3)
         except Exception as err:  # reported by predict, after the others
             return i, None, err
-        if image.ndim == 2:
-            image = image[..., None]
         x = torch.from_numpy(((image / 255.0 - self.mean) / self.std).astype(np.float32))
         return i, image, x.permute(2, 0, 1)
 
@@ -290,6 +312,7 @@ def _checkpoint_labeller(cfg: DictConfig) -> tuple[dict[str, Any], Labeller]:
         with torch.no_grad(), autocast(precision, device):
             return logits_to_labels(module.inferer(module.logits, x)).cpu().numpy()
 
+    to_labels.run, to_labels.precision = plain(run), precision  # for an out-of-memory error
     return OmegaConf.to_container(run.data, resolve=True), to_labels
 
 
@@ -354,7 +377,15 @@ def predict(cfg: DictConfig) -> list[Path]:
         written.append(target.with_name(target.name + ".png"))
 
     def run_batch(items: list[tuple[int, np.ndarray, torch.Tensor]]) -> None:
-        labels = to_labels(torch.stack([t for _, _, t in items]))
+        x = torch.stack([t for _, _, t in items])
+        try:
+            labels = to_labels(x)
+        except Exception as err:  # out of memory: say on what and what to lower
+            step = {"stage": "prediction", "shape": tuple(x.shape), "batch_size": batch_size}
+            step["run"] = getattr(to_labels, "run", {})  # the checkpoint's config
+            step["precision"] = getattr(to_labels, "precision", "32-true (ONNX)")
+            guards.raise_if_oom(err, step)
+            raise
         for (i, image, _), lab in zip(items, labels, strict=True):
             write(i, image, lab)
 

@@ -19,8 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seglab.data.readers import to_channels
+
 
 class SegmentationDataset(Dataset):
+    # Channels handed on (``data.in_channels``, set by the datamodule): 1 makes ``load``'s
+    # RGB grey by ``readers.to_channels`` (a grey file read as RGB comes back unchanged).
+    in_channels: int = 3
+
     def __init__(self, transform: Any = None) -> None:
         self.transform = transform
 
@@ -34,6 +40,8 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         image, mask = self.load(index)
+        if self.in_channels != 3:
+            image = to_channels(image, self.in_channels)
         if self.transform is not None:
             if seed is not None:
                 self.transform.set_random_seed(seed)

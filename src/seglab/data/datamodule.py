@@ -271,6 +271,8 @@ class SegDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.datasets: dict[str, Dataset] = {}
         self.guarded: dict[str, GuardedDataset] = {}  # what the loaders read, by split
+        self.train_sampler: SeededSampler | None = None
+        self.resume: tuple[int, int] | None = None  # (epoch, samples to skip) on resume
 
     def _compose(self, transforms: Sequence[Any]) -> A.Compose:
         return A.Compose(
@@ -284,6 +286,7 @@ class SegDataModule(L.LightningDataModule):
             if self.splits.get(split) is None:
                 raise ValueError(f"data '{self.name}' has no {split} split")
             ds = self.factory(split=self.splits[split], transform=self.transforms[split])
+            ds.in_channels = self.in_channels  # read grey for data.in_channels=1
             if len(ds) == 0:
                 raise ValueError(
                     f"data '{self.name}': the {split} split ({self.splits[split]!r}) is empty "
@@ -375,8 +378,34 @@ class SegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
         ds = self.dataset("train")
-        sampler = SeededSampler(ds, num_replicas=world, rank=rank, seed=self.seed, drop_last=True)
-        return self._loader("train", sampler, self.batch_size, drop_last=True)
+        self.train_sampler = SeededSampler(
+            ds, num_replicas=world, rank=rank, seed=self.seed, drop_last=True
+        )
+        if self.resume is not None:
+            self.train_sampler.resume_at(*self.resume)
+        return self._loader("train", self.train_sampler, self.batch_size, drop_last=True)
+
+    # Mid-epoch resume. Lightning saves the DataModule's ``state_dict`` in every checkpoint
+    # and hands it back on resume: the epoch and the batches of it already trained on. The
+    # ``SeededSampler`` then starts that epoch after those batches' samples, without reading
+    # them, so a seeded run resumed from a mid-epoch checkpoint (``interrupted.ckpt`` after
+    # SIGTERM or Ctrl+C, ``every_n_train_steps``) trains on exactly the batches an
+    # uninterrupted run would have.
+    def state_dict(self) -> dict[str, int]:
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop
+        batches = loop.epoch_loop.batch_progress.current.processed
+        if batches >= self.trainer.num_training_batches:
+            return {}  # the epoch is over: the next one starts at its beginning
+        return {"epoch": loop.epoch_progress.current.processed, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if not state.get("batches"):
+            return
+        self.resume = (state["epoch"], state["batches"] * self.batch_size)
+        if self.train_sampler is not None:  # Lightning may have built the loader already
+            self.train_sampler.resume_at(*self.resume)
 
     def _eval_loader(self, split: str) -> DataLoader:
         world, rank = self._world()

