@@ -21,13 +21,17 @@ $(STAMP): pyproject.toml
 train: install
 	$(BIN)/python src/train.py $(ARGS)
 
+# Two pytest workers (pytest-xdist; tests are mostly single-threaded Python); the slowest
+# tests are listed at the end. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15 $(ARGS)
 
 # The README's model table: every model config through the benchmark command, same settings
 # (256x256 crops of the built-in dataset, batch 4, the default precision), then a markdown
 # table of outputs/bench/*/benchmark.json. BENCH_MODELS / BENCH_ARGS narrow or change it.
-BENCH_MODELS ?= $(basename $(notdir $(wildcard conf/model/*.yaml)))
+# (the semantic models; Mask R-CNN, task=instance, is not benchmarked)
+BENCH_MODELS ?= $(basename $(notdir $(shell grep -L seglab.instance.InstanceModule conf/model/*.yaml)))
 BENCH_ARGS ?= data.crop_size=256 data.dataset.min_size.train=256 \
 	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=2 bench.steps=3 \
 	bench.repeats=3 bench.onnx=false bench.loader_batches=5

@@ -19,6 +19,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["SEGLAB_OFFLINE"] = "1"  # tests never download weights
 # ... nor read the user's weight cache: every test sees the same empty one.
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="seglab-test-torch-home-")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on the 2 cores: one thread each, and the same for
+    # the processes tests start, instead of 2 x 2 threads fighting over 2 cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 # A few seconds per run on 2 CPU cores: 32 train / 8 val / 8 test images, a 2-level U-Net.
 TINY = [

@@ -257,6 +257,8 @@ DATASETS: dict[str, Callable[[Path], Path]] = {
     "coco": make_coco,
     "coco_cat": make_coco,
     "coco_voc": make_coco,
+    "coco_instances": make_coco,
+    "coco_cat_instances": make_coco,
     "voc": make_voc,
     "msrc": make_msrc,
     "msrc22": partial(make_msrc, zipped=True),

@@ -14,7 +14,12 @@ from seglab.models.segnet import SegNet
 from seglab.models.torchvision_seg import TorchvisionSegmentation as TV
 from seglab.pipeline import build_module
 
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# The semantic models (Mask R-CNN, task=instance, is tested in test_instance.py).
+MODELS = sorted(
+    p.stem
+    for p in (CONF / "model").glob("*.yaml")
+    if "seglab.instance.InstanceModule" not in p.read_text()
+)
 
 
 def _params(net: torch.nn.Module) -> int:

@@ -85,3 +85,88 @@ def metrics_from_confmat(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
         "Acc": acc,
         "Dice": dice,
     }
+
+
+def _boundary(mask: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of a boolean map (N, H, W): pixels of the map with a 4-neighbour
+    outside it. The image border is not an edge (neighbours beyond it are the pixel itself)."""
+    m = mask[:, None].float()
+    padded = torch.nn.functional.pad(m, (1, 1, 1, 1), mode="replicate")[:, 0].bool()
+    inside = padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
+    return mask & ~inside
+
+
+def _within(edges: torch.Tensor, tolerance_px: float) -> torch.Tensor:
+    """Pixels whose Euclidean distance to a pixel of ``edges`` (N, H, W) is at most
+    ``tolerance_px``: a dilation by a disk of that radius."""
+    r = int(tolerance_px)
+    if r <= 0:
+        return edges.clone()
+    ys, xs = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    disk = ((ys**2 + xs**2) <= tolerance_px**2).float().to(edges.device)
+    out = torch.nn.functional.conv2d(edges[:, None].float(), disk[None, None], padding=r)
+    return out[:, 0] > 0.5
+
+
+def boundary_fscore(
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    num_classes: int,
+    tolerance_px: float = 2,
+    ignore_index: int | None = 255,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The boundary F1 score (BF) of Csurka et al., "What is a good evaluation measure for
+    semantic segmentation?" (BMVC 2013), for label maps ``pred`` and ``label`` (N, H, W) or
+    (H, W) of class indices.
+
+    Per image and class c: the boundary pixels of ``label == c`` and of ``pred == c`` (pixels
+    of the class with a 4-neighbour of another class, or ignored); precision = share of the
+    predicted boundary pixels within ``tolerance_px`` (Euclidean) of a true boundary pixel,
+    recall = share of the true boundary pixels within ``tolerance_px`` of a predicted one,
+    F_c = 2PR / (P + R) (0 when P + R = 0, or when exactly one of the two boundaries is
+    empty). Predicted boundary pixels on ignored label pixels do not count (their truth is
+    unknown). The classes averaged are those present in the image's label whose true or
+    predicted boundary is not empty.
+
+    Averaging: an image's BF is the mean of F_c over those classes; ``reduction="mean"``
+    returns the mean over images (images without such a class are left out: NaN when none
+    has one), ``"none"`` the per-image values (N,), NaN for images without such a class.
+    """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    pred, label = torch.as_tensor(pred), torch.as_tensor(label)
+    if pred.dim() == 2:
+        pred, label = pred[None], label[None]
+    if pred.shape != label.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and label {tuple(label.shape)} differ")
+    pred, label = pred.long(), label.long().to(pred.device)
+    valid = torch.ones_like(label, dtype=torch.bool)
+    if ignore_index is not None:
+        valid &= label != ignore_index
+    scores = torch.zeros(pred.shape[0], dtype=torch.float64, device=pred.device)
+    counts = torch.zeros_like(scores)
+    for c in range(num_classes):
+        true_c = label == c
+        present = true_c.flatten(1).any(dim=1)
+        if not present.any():
+            continue
+        gt_edge = _boundary(true_c)
+        pr_edge = _boundary(pred == c) & valid
+        n_gt = gt_edge.flatten(1).sum(1).double()
+        n_pr = pr_edge.flatten(1).sum(1).double()
+        hit_pr = (pr_edge & _within(gt_edge, tolerance_px)).flatten(1).sum(1).double()
+        hit_gt = (gt_edge & _within(pr_edge, tolerance_px)).flatten(1).sum(1).double()
+        precision = hit_pr / n_pr.clamp(min=1)
+        recall = hit_gt / n_gt.clamp(min=1)
+        f = torch.where(
+            precision + recall > 0,
+            2 * precision * recall / (precision + recall).clamp(min=1e-12),
+            torch.zeros_like(precision),
+        )
+        f = torch.where((n_gt > 0) & (n_pr > 0), f, torch.zeros_like(f))  # one side empty: 0
+        use = present & ((n_gt > 0) | (n_pr > 0))
+        scores += torch.where(use, f, torch.zeros_like(f))
+        counts += use.double()
+    per_image = torch.where(counts > 0, scores / counts.clamp(min=1), float("nan"))
+    return per_image if reduction == "none" else per_image.nanmean()

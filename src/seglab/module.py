@@ -57,7 +57,97 @@ def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-class SegmentationModule(L.LightningModule):
+class SeglabModule(L.LightningModule):
+    """What every seglab task's LightningModule shares: the optimizer with per-part learning
+    rates and the per-iteration schedule, the non-finite-loss stop / skip, and the config and
+    provenance saved into checkpoints. A subclass sets ``net``, ``optimizer_factory``,
+    ``scheduler_factory``, ``lr_mult``, ``nonfinite_loss``, ``skipped_steps`` and
+    ``run_config``."""
+
+    def _nonfinite(
+        self,
+        loss: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        batch_idx: int,
+        buffers: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor | None:
+        """Stops the run (error) or skips this batch's update (skip) on a NaN / inf loss."""
+        trainer = self.trainer
+        lrs = [
+            f"{group.get('name') or f'group {i}'}={group['lr']:.3g}"
+            for opt in trainer.optimizers
+            for i, group in enumerate(opt.param_groups)
+        ]
+        images = batch["image"]  # a tensor, or a list of images (instance task)
+        images = images if isinstance(images, list | tuple) else [images]
+        data_bad = not all(bool(torch.isfinite(x).all()) for x in images)
+        where = (
+            f"non-finite training loss ({float(loss.detach().float())}) at global step "
+            f"{trainer.global_step} (epoch {trainer.current_epoch}, batch index {batch_idx}); "
+            f"learning rate(s): {', '.join(lrs) or 'unknown'}"
+            + ("; the input batch itself contains NaN / inf values" if data_bad else "")
+        )
+        if self.nonfinite_loss == "skip":
+            with torch.no_grad():
+                for buf, saved in buffers:
+                    buf.copy_(saved)
+            self.skipped_steps += 1
+            log.warning(
+                "%s: skipped this batch's update (model.nonfinite_loss=skip; %d skipped so far)",
+                where,
+                self.skipped_steps,
+            )
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+            if trainer.world_size == 1:
+                return None  # Lightning then makes no optimizer update for this batch
+            # DDP cannot skip one process's step (the others wait in the gradient
+            # all-reduce): this process contributes a zero gradient instead.
+            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+        ckpt_cb = trainer.checkpoint_callback
+        last = getattr(ckpt_cb, "last_model_path", "") or getattr(ckpt_cb, "best_model_path", "")
+        kept = (
+            f"the last checkpoint saved, {last}, is the last good state"
+            if last
+            else "no checkpoint had been saved yet"
+        )
+        raise NonFiniteLossError(
+            f"{where}. Training stopped before this step's update; {kept} (this state is not "
+            "saved). Try: a lower learning rate (optimizer.lr=..., or a longer warmup, "
+            "scheduler.warmup_steps=...), checking the data for bad values (python "
+            f"src/check_data.py), full precision (trainer.precision=32; now "
+            f"{trainer.precision}), or model.nonfinite_loss=skip to skip such batches."
+        )
+
+    def on_train_end(self) -> None:
+        if self.skipped_steps:
+            log.warning(
+                "%d training step(s) were skipped because of a non-finite loss "
+                "(model.nonfinite_loss=skip)",
+                self.skipped_steps,
+            )
+
+    # -- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = scale_group_lrs(self.optimizer_factory(param_groups(self.net, self.lr_mult)))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["seglab_config"] = self.run_config
+        checkpoint["seglab_provenance"] = provenance.collect(self.run_config.get("seed"))
+        checkpoint["seglab_skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("seglab_skipped_steps", 0))
+
+
+class SegmentationModule(SeglabModule):
     def __init__(
         self,
         net: nn.Module,
@@ -190,66 +280,6 @@ class SegmentationModule(L.LightningModule):
         )
         return loss
 
-    def _nonfinite(
-        self,
-        loss: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        batch_idx: int,
-        buffers: list[tuple[torch.Tensor, torch.Tensor]],
-    ) -> torch.Tensor | None:
-        """Stops the run (error) or skips this batch's update (skip) on a NaN / inf loss."""
-        trainer = self.trainer
-        lrs = [
-            f"{group.get('name') or f'group {i}'}={group['lr']:.3g}"
-            for opt in trainer.optimizers
-            for i, group in enumerate(opt.param_groups)
-        ]
-        data_bad = not bool(torch.isfinite(batch["image"]).all())
-        where = (
-            f"non-finite training loss ({float(loss.detach().float())}) at global step "
-            f"{trainer.global_step} (epoch {trainer.current_epoch}, batch index {batch_idx}); "
-            f"learning rate(s): {', '.join(lrs) or 'unknown'}"
-            + ("; the input batch itself contains NaN / inf values" if data_bad else "")
-        )
-        if self.nonfinite_loss == "skip":
-            with torch.no_grad():
-                for buf, saved in buffers:
-                    buf.copy_(saved)
-            self.skipped_steps += 1
-            log.warning(
-                "%s: skipped this batch's update (model.nonfinite_loss=skip; %d skipped so far)",
-                where,
-                self.skipped_steps,
-            )
-            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
-            if trainer.world_size == 1:
-                return None  # Lightning then makes no optimizer update for this batch
-            # DDP cannot skip one process's step (the others wait in the gradient
-            # all-reduce): this process contributes a zero gradient instead.
-            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
-        ckpt_cb = trainer.checkpoint_callback
-        last = getattr(ckpt_cb, "last_model_path", "") or getattr(ckpt_cb, "best_model_path", "")
-        kept = (
-            f"the last checkpoint saved, {last}, is the last good state"
-            if last
-            else "no checkpoint had been saved yet"
-        )
-        raise NonFiniteLossError(
-            f"{where}. Training stopped before this step's update; {kept} (this state is not "
-            "saved). Try: a lower learning rate (optimizer.lr=..., or a longer warmup, "
-            "scheduler.warmup_steps=...), checking the data for bad values (python "
-            f"src/check_data.py), full precision (trainer.precision=32; now "
-            f"{trainer.precision}), or model.nonfinite_loss=skip to skip such batches."
-        )
-
-    def on_train_end(self) -> None:
-        if self.skipped_steps:
-            log.warning(
-                "%d training step(s) were skipped because of a non-finite loss "
-                "(model.nonfinite_loss=skip)",
-                self.skipped_steps,
-            )
-
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Main-head logits of one pass (what the inferer calls per window / view)."""
         return split_output(self(x))[0]
@@ -309,23 +339,3 @@ class SegmentationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
-
-    # -- optimisation --------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        optimizer = scale_group_lrs(self.optimizer_factory(param_groups(self.net, self.lr_mult)))
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, total_steps=total)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["seglab_config"] = self.run_config
-        checkpoint["seglab_provenance"] = provenance.collect(self.run_config.get("seed"))
-        checkpoint["seglab_skipped_steps"] = self.skipped_steps
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.skipped_steps = int(checkpoint.get("seglab_skipped_steps", 0))

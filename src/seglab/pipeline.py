@@ -91,6 +91,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 @rank_zero_only
 def _report(metrics: dict, class_names: Sequence[str], stages: Sequence[str], out: Path) -> None:
     for stage in stages:
+        if f"{stage}/mask_ap" in metrics:  # task=instance: COCO AP per class first
+            from seglab.instance import print_instance_table
+
+            print_instance_table(metrics, class_names, stage)
         print_metrics_table(metrics, class_names, stage)
     path = save_metrics_json(out / "metrics.json", metrics)
     log.info("metrics written to %s", path)
@@ -345,6 +349,11 @@ def predict(cfg: DictConfig) -> list[Path]:
 
     if cfg.get("onnx_path") and cfg.get("ckpt_path"):
         raise ValueError("pass either ckpt_path=<file.ckpt> or onnx_path=<file.onnx>, not both")
+    if cfg.get("ckpt_path"):  # an instance-segmentation checkpoint: its own outputs
+        from seglab import instance
+
+        if instance.is_instance_run(load_checkpoint(cfg.ckpt_path)["seglab_config"]):
+            return instance.predict(cfg)
     if cfg.get("onnx_path"):
         data, to_labels = _onnx_labeller(cfg)
     elif cfg.get("ckpt_path"):

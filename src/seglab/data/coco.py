@@ -90,6 +90,10 @@ class CocoIndex:
     coord_start: np.ndarray
     coords: np.ndarray
     rles: dict[int, dict[str, Any]]
+    # Annotation ids, in the order above (-1: none given), and the ids of annotations whose
+    # image_id names no image of the file (left out above; the instance task reports them).
+    ann_ids: np.ndarray | None = None
+    orphan_ann_ids: tuple[int, ...] = ()
 
 
 def _build_index(path: Path) -> CocoIndex:
@@ -138,6 +142,10 @@ def _build_index(path: Path) -> CocoIndex:
         coord_start=np.array(coord_start, np.int64),
         coords=np.concatenate(chunks) if chunks else np.zeros(0, np.float64),
         rles=rles,
+        ann_ids=np.array([int(anns[a].get("id", -1)) for a in order], np.int64),
+        orphan_ann_ids=tuple(
+            int(an.get("id", -1)) for an in anns if an.get("image_id") not in position
+        ),
     )
 
 

@@ -1,0 +1,291 @@
+"""task=instance: COCO AP against pycocotools, the instance datasets and their bad-input
+checks, and train / eval / predict end to end on the built-in shapes and a COCO fixture."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from fixtures import make_coco
+from seglab import coco_eval, pipeline
+from seglab.data.instances import CocoInstancesDataset, ShapesInstancesDataset
+
+# Fast: a 96..128 px resize, the trunk's weights not trained, few images.
+SMALL = [
+    "task=instance",
+    "data.num_workers=0",
+    "data.dataset.num_samples={train: 4, val: 2, test: 1}",
+    "data.instance_min_size=96",
+    "data.instance_max_size=128",
+    "model.net.detections_per_img=20",
+    "data.batch_size=2",
+    "model.net.trainable_layers=0",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.num_sanity_val_steps=0",
+    "++callbacks.rich_progress_bar=null",
+    "++callbacks.model_summary=null",
+]
+
+
+# ------------------------------------------------------------------------------ COCO AP
+def _hand_made_coco(path: Path) -> COCO:
+    """3 images (40 x 50): two objects and a crowd region, one object, no annotation."""
+
+    def rect(x0, y0, x1, y1):
+        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+    crowd = np.zeros((40, 50), np.uint8)
+    crowd[30:38, 0:20] = 1
+    crowd_rle = mask_utils.encode(np.asfortranarray(crowd))
+    crowd_rle["counts"] = crowd_rle["counts"].decode()
+    anns = [
+        (1, 1, 1, rect(5, 5, 20, 25), 0),
+        (2, 1, 2, rect(25, 5, 45, 20), 0),
+        (3, 1, 1, crowd_rle, 1),
+        (4, 2, 2, rect(10, 10, 30, 30), 0),
+    ]
+    data = {
+        "images": [
+            {"id": i, "height": 40, "width": 50, "file_name": f"{i}.jpg"} for i in (1, 2, 3)
+        ],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
+    for aid, img, cat, segm, iscrowd in anns:
+        rle = (
+            segm
+            if isinstance(segm, dict)
+            else mask_utils.merge(mask_utils.frPyObjects(segm, 40, 50))
+        )
+        data["annotations"].append(
+            {
+                "id": aid,
+                "image_id": img,
+                "category_id": cat,
+                "segmentation": segm,
+                "area": float(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "iscrowd": iscrowd,
+            }
+        )
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def _records(gt: COCO, shift: int = 0, extra_on_crowd: bool = False) -> list[dict]:
+    """Records whose detections are the ground truth (score 1), the first object moved
+    ``shift`` px right; optionally a detection on the crowd region."""
+    records = []
+    for img in gt.dataset["images"]:
+        anns = gt.loadAnns(gt.getAnnIds(imgIds=img["id"]))
+        masks = np.stack([gt.annToMask(a) for a in anns]) if anns else np.zeros((0, 40, 50))
+        dets = [k for k, a in enumerate(anns) if not a["iscrowd"]]
+        det_masks = masks[dets].astype(bool)
+        if shift and img["id"] == 1:
+            det_masks[0] = np.roll(det_masks[0], shift, axis=1)
+        labels = [anns[k]["category_id"] for k in dets]
+        if extra_on_crowd and img["id"] == 1:
+            crowd = next(k for k, a in enumerate(anns) if a["iscrowd"])
+            det_masks = np.concatenate([det_masks, masks[crowd : crowd + 1].astype(bool)])
+            labels.append(1)
+        scores = [1.0] * len(labels)
+        if extra_on_crowd and img["id"] == 1:
+            scores[-1] = 0.99
+        boxes = np.array(
+            [
+                [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+                for ys, xs in (np.nonzero(m) for m in det_masks)
+            ]
+        ).reshape(-1, 4)
+        records.append(
+            coco_eval.image_record(
+                img["id"], 40, 50, masks.astype(bool), [a["category_id"] for a in anns],
+                [a["iscrowd"] for a in anns], [a["area"] for a in anns],
+                det_masks, labels, scores, boxes,
+            )
+        )  # fmt: skip
+    return records
+
+
+def _pycocotools(gt: COCO, records: list[dict], iou_type: str) -> np.ndarray:
+    results = [
+        {"image_id": r["id"], **{k: d[k] for k in ("category_id", "score", "segmentation")}}
+        if iou_type == "segm"
+        else {"image_id": r["id"], **{k: d[k] for k in ("category_id", "score", "bbox")}}
+        for r in records
+        for d in r["det"]
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(results), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[:6]
+
+
+def test_ap_matches_pycocotools(tmp_path):
+    gt = _hand_made_coco(tmp_path / "gt.json")
+    names = ["background", "a", "b"]
+    perfect = coco_eval.evaluate(_records(gt), names)
+    assert perfect["mask_ap"] == 1.0 and perfect["bbox_ap"] == 1.0
+    assert perfect["mask_ap/a"] == pytest.approx(1.0) and perfect["mask_ap/b"] == pytest.approx(1)
+    # A detection on a crowd region is neither a true nor a false positive.
+    assert coco_eval.evaluate(_records(gt, extra_on_crowd=True), names)["mask_ap"] == 1.0
+    # A shifted mask: IoU (15 - 6) / (15 + 6) < 0.5 misses at every threshold.
+    shifted = _records(gt, shift=6)
+    ours = coco_eval.evaluate(shifted, names)
+    assert 0 < ours["mask_ap"] < 1 and ours["mask_ap/a"] == 0.0
+    assert ours["mask_ap/b"] == pytest.approx(1.0)
+    for iou_type, name in (("segm", "mask"), ("bbox", "bbox")):
+        theirs = _pycocotools(gt, shifted, iou_type)
+        mine = [ours[f"{name}_{k}"] for k in coco_eval.SUMMARY]
+        np.testing.assert_allclose(np.where(theirs < 0, np.nan, theirs), mine)
+    # A small shift keeps AP50 at 1 but lowers AP.
+    slight = coco_eval.evaluate(_records(gt, shift=2), names)
+    assert slight["mask_ap50"] == 1.0 and slight["mask_ap"] < 1.0
+
+
+# ------------------------------------------------------------------------------- data
+def test_instance_datasets_and_bad_annotations(tmp_path):
+    shapes = ShapesInstancesDataset("train", num_samples=40, min_size=64, max_size=64)
+    touching = 0
+    for i in range(len(shapes)):
+        _, inst = shapes.load_instances(i)
+        masks, labels = inst["masks"].astype(bool), inst["labels"]
+        for a in range(len(masks)):
+            grown = cv2.dilate(masks[a].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            touching += sum(
+                1
+                for b in range(a + 1, len(masks))
+                if labels[a] == labels[b] and (grown & masks[b]).any()
+            )
+        assert not (masks.sum(0) > 1).any()  # one instance per pixel
+    assert touching > 0
+
+    root = make_coco(tmp_path / "coco")
+    train = CocoInstancesDataset(str(root), "train")
+    assert [train.image_id(i) for i in range(len(train))] == [1, 2, 4]  # image 3: nothing
+    item = train[0]
+    assert item["target"]["labels"].tolist() == [16, 17, 24]  # the crowd cat left out
+    assert not item["target"]["iscrowd"].any()
+    assert item["target"]["boxes"][0, :2].tolist() == [4.0, 4.0]
+    val = CocoInstancesDataset(str(root), "val", categories=["cat", "person"])
+    assert len(val) == 2  # the image without a cat or person is kept for evaluation
+    assert val[0]["target"]["iscrowd"].tolist() == [False, True]
+    assert val[1]["target"]["masks"].shape == (0, 48, 64)
+
+    ann_file = root / "annotations" / "instances_train2017.json"
+    data = json.loads(ann_file.read_text())
+    good = data["annotations"][0]
+    data["annotations"] += [
+        {**good, "id": 901, "image_id": 999},
+        {**good, "id": 902, "segmentation": []},
+        {**good, "id": 903, "category_id": 999},
+    ]
+    ann_file.write_text(json.dumps(data))
+    for aid, problem in [(901, "image_id"), (902, "empty segmentation"), (903, "category_id 999")]:
+        with pytest.raises(ValueError, match=f"annotation id {aid} [^;]*{problem}"):
+            CocoInstancesDataset(str(root), "train")
+    skipped = CocoInstancesDataset(str(root), "train", on_bad_sample="skip")
+    assert len(skipped.dropped) == 3
+    assert skipped[0]["target"]["labels"].tolist() == [16, 17, 24]
+
+
+# ------------------------------------------------------------------------ end to end
+def test_train_eval_predict_on_shapes(make_cfg, tmp_path):
+    cfg = make_cfg("train", *SMALL, "seed=1", tiny=False)
+    metrics = pipeline.train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("val/mask_ap", "val/bbox_ap50", "val/mask_apl", "val/mask_ap/star", "val/miou",
+                "val/iou/star", "test/mask_ap", "best_checkpoint"):  # fmt: skip
+        assert key in saved, key
+    assert 0.0 <= metrics["val/mask_ap"] <= 1.0
+    assert metrics["val/num_images"] == 2
+    ckpt = torch.load(saved["best_checkpoint"], weights_only=True)
+    assert ckpt["seglab_config"]["model"]["_target_"] == "seglab.instance.InstanceModule"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    tags = events.Tags()
+    assert {"train/loss_mask_step", "train/loss_step", "val/mask_ap"} <= set(tags["scalars"])
+    assert "val/predictions" in tags["images"]
+
+    # eval.py reproduces the saved figures.
+    ev = pipeline.evaluate(make_cfg("eval", f"ckpt_path={saved['best_checkpoint']}", out="ev"))
+    for key in ("val/mask_ap", "val/bbox_ap", "val/miou"):
+        assert ev[key] == pytest.approx(saved[key], abs=1e-9, nan_ok=True), key
+    assert ev["val/confusion_matrix"] == saved["val/confusion_matrix"]
+
+    # predict.py: overlays of the input's size, per-instance masks, COCO results JSON.
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(inputs / "a.png")
+    Image.fromarray(rng.integers(0, 255, (90, 41), dtype=np.uint8)).save(inputs / "000042.jpg")
+    written = pipeline.predict(
+        make_cfg(
+            "predict", f"ckpt_path={saved['best_checkpoint']}", f"input={inputs}",
+            f"output={tmp_path / 'pred'}", "score_thresh=0.0", "instance_masks=true",
+            f"coco_json={tmp_path / 'pred' / 'results.json'}", "progress=false", out="pr",
+        )
+    )  # fmt: skip
+    assert sorted(p.name for p in written) == ["000042_overlay.png", "a_overlay.png"]
+    assert Image.open(tmp_path / "pred" / "a_overlay.png").size == (53, 37)
+    assert Image.open(tmp_path / "pred" / "000042_overlay.png").size == (41, 90)
+    results = json.loads((tmp_path / "pred" / "results.json").read_text())
+    assert {r["image_id"] for r in results} <= {42, 1}  # the number, else the position
+    for r in results:
+        assert r["segmentation"]["size"] in ([37, 53], [90, 41])
+    masks = list((tmp_path / "pred").glob("*_instances/*.png"))
+    assert len(masks) == len(results)
+
+
+def test_one_epoch_on_a_coco_fixture(make_cfg, tmp_path):
+    root = make_coco(tmp_path / "coco")
+    cfg = make_cfg(
+        "train", *[o for o in SMALL if not o.startswith("data.dataset.")], "data=coco_instances",
+        f"data.root={root}", tiny=False,
+    )  # fmt: skip
+    metrics = pipeline.train(cfg)
+    assert metrics["val/num_images"] == 2  # the validation image without objects counts
+    assert 0.0 <= metrics["val/mask_ap"] <= 1.0
+
+
+def test_a_few_steps_lower_the_loss(make_cfg):
+    from seglab.config import build
+
+    cfg = make_cfg("train", *SMALL, tiny=False)
+    torch.manual_seed(0)
+    module = pipeline.build_module(cfg)
+    dm = build(cfg.data)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    targets = [{k: t[k] for k in ("boxes", "labels", "masks")} for t in batch["target"]]
+    net = module.train().net
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    losses = []
+    for _ in range(6):
+        loss = sum(net(batch["image"], targets).values())
+        losses.append(float(loss))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.7 * losses[0], losses
+    # model.train_trunk=false freezes the ResNet trunk (and keeps it in eval mode).
+    frozen = pipeline.build_module(make_cfg("train", *SMALL, "model.train_trunk=false", tiny=False))
+    assert not any(p.requires_grad for p in frozen.net.encoder.parameters())
+    assert not frozen.train().net.encoder.training
