@@ -109,3 +109,37 @@ def test_clear_errors(ckpt, make_cfg, tmp_path):
         pipeline.predict(make_cfg("predict", f"onnx_path={plain}", f"input={tmp_path}"))
     with pytest.raises(FileNotFoundError, match="onnx_path"):
         pipeline.predict(make_cfg("predict", f"onnx_path={tmp_path / 'no.onnx'}", "input=x"))
+
+
+def test_pspnet_pooling_exports_to_onnx_with_dynamic_sizes(tmp_path):
+    """PSPNet's pyramid pooling: the integral-image pooling used while exporting equals
+    PyTorch's adaptive pooling for sizes the bins do not divide, and the ONNX file runs at
+    sizes other than the traced one."""
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from seglab.models.pspnet import PyramidPooling, integral_avg_pool
+
+    torch.manual_seed(0)
+    for h, w in [(7, 11), (13, 5), (1, 9), (25, 31)]:
+        x = torch.randn(2, 3, h, w)
+        for bins in (1, 2, 3, 6):
+            expected = F.adaptive_avg_pool2d(x, bins)
+            torch.testing.assert_close(integral_avg_pool(x, bins), expected, atol=1e-5, rtol=0)
+    ppm = PyramidPooling(8).eval()
+    path = tmp_path / "ppm.onnx"
+    torch.onnx.export(
+        ppm,
+        (torch.randn(1, 8, 12, 12),),
+        str(path),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in [(7, 13), (20, 9)]:
+        x = torch.randn(2, 8, h, w)
+        (y,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(y, ppm(x).numpy(), atol=1e-5)

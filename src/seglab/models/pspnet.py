@@ -24,6 +24,38 @@ from seglab.models.common import ConvBNReLU
 from seglab.models.resnet import CHANNELS, ResNetBackbone
 
 
+def integral_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)`` computed from an integral image, with the bin edges
+    (PyTorch's: start ``floor(i * L / b)``, end ``ceil((i + 1) * L / b)``) taken from the
+    tensor's runtime shape. The ONNX exporter cannot export adaptive pooling to a size that
+    does not divide a dynamic input; this can (gathers from a cumulative sum)."""
+    shape = torch._shape_as_tensor(x)
+    i = torch.arange(bins)
+
+    def edges(length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (i * length) // bins, ((i + 1) * length + bins - 1) // bins
+
+    (top, bottom), (left, right) = edges(shape[2]), edges(shape[3])
+    s = F.pad(x.float().cumsum(2).cumsum(3), (1, 0, 1, 0))  # s[..., y, x]: sum above-left
+
+    def corner(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return s.index_select(2, rows).index_select(3, cols)
+
+    total = corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)
+    area = (bottom - top)[:, None] * (right - left)[None, :]
+    return (total / area).to(x.dtype)
+
+
+class AdaptiveAvgPool(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that exports to ONNX with dynamic height and width
+    (``integral_avg_pool`` while exporting, the native kernel otherwise)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return integral_avg_pool(x, int(self.output_size))
+        return super().forward(x)
+
+
 class PyramidPooling(nn.Module):
     """Concatenates the input with its pooled, reduced and upsampled versions."""
 
@@ -31,7 +63,7 @@ class PyramidPooling(nn.Module):
         super().__init__()
         reduced = in_channels // len(bins)
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(int(b)), ConvBNReLU(in_channels, reduced, 1))
+            nn.Sequential(AdaptiveAvgPool(int(b)), ConvBNReLU(in_channels, reduced, 1))
             for b in bins
         )
         self.out_channels = in_channels + reduced * len(bins)
