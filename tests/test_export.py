@@ -143,3 +143,20 @@ def test_pspnet_pooling_exports_to_onnx_with_dynamic_sizes(tmp_path):
         (y,) = session.run(None, {"x": x.numpy()})
         with torch.no_grad():
             np.testing.assert_allclose(y, ppm(x).numpy(), atol=1e-5)
+
+
+def test_autoencoder_exports_with_dynamic_sizes(tmp_path):
+    """The autoencoder pads to a multiple of 16 from the runtime shape while exporting, so
+    its ONNX and TorchScript files give PyTorch's logits at sizes other than the traced one."""
+    from seglab.export import LogitsOnly, check_onnx
+    from seglab.models.autoencoder import ConvAutoencoder
+
+    torch.manual_seed(0)
+    net = ConvAutoencoder(3).eval()
+    path = export_onnx(net, torch.randn(1, 3, 64, 64), tmp_path / "ae.onnx")
+    with torch.no_grad():
+        traced = torch.jit.trace(LogitsOnly(net), (torch.randn(1, 3, 64, 64),), check_trace=False)
+        for size in [(97, 131), (33, 20)]:
+            x = torch.randn(2, 3, *size)
+            assert check_onnx(net, path, x) < 1e-5
+            torch.testing.assert_close(traced(x), net(x))

@@ -33,7 +33,13 @@ class ConvAutoencoder(nn.Module):
         h, w = x.shape[-2:]
         # Stride 16 with no skips: pad up to a multiple of 16 (replicating the border) and
         # crop back, so any input size gives logits of that size.
-        ph, pw = (-h) % 16, (-w) % 16
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            # The same padding computed from the runtime shape, so that an exported graph
+            # takes any size (Python ints would be frozen at the traced sample's size).
+            size = torch._shape_as_tensor(x)
+            zero = torch.zeros((), dtype=size.dtype)
+            pads = [zero, (16 - size[3] % 16) % 16, zero, (16 - size[2] % 16) % 16]
+            x = F.pad(x, pads, mode="replicate")
+        elif h % 16 or w % 16:
+            x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16), mode="replicate")
         return self.head(self.decoder(self.encoder(x)))[..., :h, :w]
