@@ -289,3 +289,32 @@ def test_a_few_steps_lower_the_loss(make_cfg):
     frozen = pipeline.build_module(make_cfg("train", *SMALL, "model.train_trunk=false", tiny=False))
     assert not any(p.requires_grad for p in frozen.net.encoder.parameters())
     assert not frozen.train().net.encoder.training
+
+
+def test_ddp_evaluation_equals_one_process(make_cfg, tmp_path):
+    """Two CPU processes: every validation image's detections are gathered exactly once
+    (3 images over 2 processes, no padding duplicates), and the figures equal a
+    single-process evaluation of the same checkpoint."""
+    from test_cli import run_script
+
+    run_dir = tmp_path / "ddp"
+    run_script(
+        "train.py",
+        *SMALL,
+        "data.dataset.num_samples={train: 4, val: 3, test: 1}",
+        "model.net.box_score_thresh=0.0",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "test=false",
+        "seed=1",
+        f"hydra.run.dir={run_dir}",
+    )
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["val/num_images"] == 3
+    single = pipeline.evaluate(
+        make_cfg("eval", f"ckpt_path={ddp['best_checkpoint']}", "+trainer.devices=1", out="one")
+    )
+    assert single["val/num_images"] == 3
+    assert single["val/confusion_matrix"] == ddp["val/confusion_matrix"]
+    for key in ("val/mask_ap", "val/bbox_ap", "val/miou"):
+        assert single[key] == pytest.approx(ddp[key], abs=1e-9, nan_ok=True), key
