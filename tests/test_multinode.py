@@ -16,6 +16,7 @@ import yaml
 
 from conftest import ROOT, TINY
 from seglab import pipeline
+from test_cli import run_script
 
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -24,19 +25,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "src/train.py", *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
 
 
 def test_two_nodes_through_torchrun_train_like_one_machine(tmp_path, make_cfg):
@@ -99,7 +87,8 @@ def test_local_and_submitit_launchers_run_tiny_jobs(tmp_path):
     another process and its result read back, as on SLURM)."""
     tiny = [o for o in TINY if not o.startswith(("trainer.max_epochs=", "data.num_workers="))]
     sweep = tmp_path / "joblib"
-    out = _train(
+    out = run_script(
+        "train.py",
         "-m",
         "hydra/launcher=local",
         *tiny,
@@ -117,7 +106,8 @@ def test_local_and_submitit_launchers_run_tiny_jobs(tmp_path):
         torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
 
     sweep = tmp_path / "submitit"
-    _train(
+    run_script(
+        "train.py",
         "-m",
         "hydra/launcher=submitit_local",
         *tiny,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -20,6 +22,16 @@ from seglab.module import logits_to_labels, split_output
 from seglab.visualize import confusion_matrix_figure, denormalize, grid, overlay
 
 log = logging.getLogger(__name__)
+
+
+def readable_samples(dataset: Any, n: int) -> Iterator[dict[str, Any]]:
+    """The first ``n`` samples of ``dataset`` that can be read: a bad file is skipped (as
+    with ``data.on_bad_sample=skip``), so an overlay grid never stops a run."""
+    for i in range(min(n, len(dataset))):
+        try:
+            yield dataset[i]
+        except (ValueError, OSError):
+            continue
 
 
 class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
@@ -136,11 +148,7 @@ class SegmentationVisualizer(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for i in range(min(self.num_samples, len(dataset))):
-                try:
-                    sample = dataset[i]
-                except (ValueError, OSError):  # a bad file, skipped (data.on_bad_sample=skip)
-                    continue
+            for sample in readable_samples(dataset, self.num_samples):
                 x = sample["image"].unsqueeze(0).to(pl_module.device)
                 pred = logits_to_labels(split_output(pl_module(x))[0])[0].cpu().numpy()
                 image = denormalize(sample["image"], dm.mean, dm.std)

@@ -34,6 +34,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 
 from seglab import coco_eval
+from seglab.callbacks import readable_samples
 from seglab.metrics import ConfusionMatrix, metrics_from_confmat
 from seglab.models.pretrained import load_pretrained
 from seglab.module import NONFINITE_LOSS_MODES, SeglabModule
@@ -311,11 +312,7 @@ class InstanceVisualizer(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for i in range(min(self.num_samples, len(dataset))):
-                try:
-                    sample = dataset[i]
-                except (ValueError, OSError):  # a bad file, skipped
-                    continue
+            for sample in readable_samples(dataset, self.num_samples):
                 out = pl_module.detections([sample["image"].to(pl_module.device)])[0]
                 image = denormalize(sample["image"], dm.mean, dm.std)
                 t = sample["target"]

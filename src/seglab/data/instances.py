@@ -39,7 +39,7 @@ from seglab.data.base import SegmentationDataset
 from seglab.data.coco import CocoDataset, _per_split
 from seglab.data.datamodule import SegDataModule
 from seglab.data.readers import read_rgb, to_channels
-from seglab.data.shapes import SPLIT_IDS, ShapesDataset, _paint, _polygon
+from seglab.data.shapes import SPLIT_IDS, ShapesDataset, _paint, _polygon, split_settings
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +211,7 @@ class ShapesInstancesDataset(InstanceDataset):
         transform: Any = None,
     ) -> None:
         super().__init__(transform)
-        if split not in SPLIT_IDS:
-            raise ValueError(f"shapes: unknown split {split!r}; use one of {list(SPLIT_IDS)}")
-        num_samples, min_size, max_size = (
-            v[split] if isinstance(v, Mapping) else v for v in (num_samples, min_size, max_size)
-        )
-        if not 0 < min_size <= max_size:
-            raise ValueError(f"shapes: need 0 < min_size <= max_size, got {min_size}, {max_size}")
+        num_samples, min_size, max_size = split_settings(split, num_samples, min_size, max_size)
         self.split, self.num_samples, self.seed = split, int(num_samples), seed
         self.args = (int(min_size), int(max_size), int(max_objects), float(touching), min_area)
         self._cache: dict[int, tuple[np.ndarray, Instances]] | None = {} if cache else None

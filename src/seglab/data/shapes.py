@@ -11,6 +11,7 @@ and in every process, and costs nothing to store.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -103,6 +104,21 @@ def make_sample(
     return image.clip(0, 255).astype(np.uint8), mask
 
 
+def split_settings(
+    split: str, num_samples: Any, min_size: Any, max_size: Any
+) -> tuple[int, int, int]:
+    """This split's sample count and image size range, each given as one value or as a
+    {split: value} mapping; checked."""
+    if split not in SPLIT_IDS:
+        raise ValueError(f"shapes: unknown split {split!r}; use one of {list(SPLIT_IDS)}")
+    num_samples, min_size, max_size = (
+        int(v[split] if isinstance(v, Mapping) else v) for v in (num_samples, min_size, max_size)
+    )
+    if not 0 < min_size <= max_size:
+        raise ValueError(f"shapes: need 0 < min_size <= max_size, got {min_size}, {max_size}")
+    return num_samples, min_size, max_size
+
+
 class ShapesDataset(SegmentationDataset):
     """Background + ellipse, rectangle, triangle, star, generated on the fly."""
 
@@ -120,14 +136,7 @@ class ShapesDataset(SegmentationDataset):
         transform=None,
     ) -> None:
         super().__init__(transform)
-        if split not in SPLIT_IDS:
-            raise ValueError(f"shapes: unknown split {split!r}; use one of {list(SPLIT_IDS)}")
-        # Each of these may be one value or a {split: value} mapping.
-        num_samples, min_size, max_size = (
-            v[split] if isinstance(v, Mapping) else v for v in (num_samples, min_size, max_size)
-        )
-        if not 0 < min_size <= max_size:
-            raise ValueError(f"shapes: need 0 < min_size <= max_size, got {min_size}, {max_size}")
+        num_samples, min_size, max_size = split_settings(split, num_samples, min_size, max_size)
         self.split, self.num_samples, self.seed = split, int(num_samples), seed
         self.min_size, self.max_size, self.max_objects = min_size, max_size, max_objects
         # Generated samples are kept in memory (about 15 KB each at the default size):
