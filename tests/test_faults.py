@@ -107,6 +107,7 @@ def _start(run_dir: Path, *extra: str, slow_fsync: bool = False) -> subprocess.P
     fsync sleeps 0.5 s, which holds each checkpoint write open (temporary file written, not
     yet renamed) long enough for the test to kill the process in the middle of it."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), env.get("PYTHONPATH")]))
     args = [*RUN, *extra, f"hydra.run.dir={run_dir}"]
     if slow_fsync:
         code = (

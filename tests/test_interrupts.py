@@ -57,22 +57,43 @@ def test_ctrl_c_saves_an_interrupted_checkpoint_and_exits_130(tmp_path, make_cfg
     assert resumed["global_step"] > interrupted["global_step"]
 
 
-# Known bug, not yet fixed (issue 6 stays open for it): in about 1 run of 3 under a loaded
-# CPU (one CI run of three), rank 0 has not exited 60 s after the SIGTERM: a collective that
-# one rank never reaches, probably when the signal lands during validation or a checkpoint
-# save. The test still runs every time and reports XPASS when the run stops cleanly.
-@pytest.mark.xfail(strict=False, reason="intermittent DDP shutdown hang after SIGTERM (issue 6)")
-def test_sigterm_stops_every_ddp_process_and_saves_one_checkpoint(tmp_path, make_cfg):
-    """SIGTERM goes to rank 0 only (``kill <pid>``; a scheduler would signal every process):
-    Lightning passes it on and every rank stops at the same step."""
-    signum, status, what = signal.SIGTERM, 143, "SIGTERM"
+# Where the signal lands. "kill": sent from outside to rank 0 only once the first epoch is
+# done (``kill <pid>``; a scheduler would signal every process). The others: rank 0 signals
+# itself from inside a hook, while the ranks are in validation's or a checkpoint save's
+# collectives; Lightning's own SIGTERM handler, which broadcasts from inside the signal
+# handler, deadlocked there.
+DDP_CASES = [
+    ("kill", "SIGTERM"),
+    ("kill", "SIGINT"),
+    ("on_validation_batch_start", "SIGTERM"),
+    ("on_save_checkpoint", "SIGTERM"),
+    ("on_save_checkpoint", "SIGINT"),
+]
+
+
+@pytest.mark.parametrize(("where", "what"), DDP_CASES, ids=["-".join(c) for c in DDP_CASES])
+def test_a_signal_stops_every_ddp_process_at_one_step_with_one_checkpoint(
+    tmp_path, make_cfg, where, what
+):
+    """Every rank stops at the same training step, one ``interrupted.ckpt`` is written, the
+    exit status is 128 + the signal, and the run resumes from the checkpoint."""
+    signum = signal.Signals[what]
+    status, reported = 128 + signum, {"SIGTERM": "SIGTERM", "SIGINT": "KeyboardInterrupt"}[what]
     run_dir = tmp_path / "ddp_interrupted"
-    proc = _start(run_dir, "trainer.devices=2", "trainer.accelerator=cpu")
+    extra = ["trainer.devices=2", "trainer.accelerator=cpu"]
+    if where != "kill":
+        extra += [
+            "+callbacks.signal_at._target_=signal_at.SignalAt",
+            f"+callbacks.signal_at.hook={where}",
+            f"+callbacks.signal_at.signum={what}",
+        ]
+    proc = _start(run_dir, *extra)
     ckpts = run_dir / "checkpoints"
     try:
         _wait_for(proc, run_dir, lambda: _children(proc.pid))
         rank1 = _children(proc.pid)  # Lightning starts rank 1 as a child of rank 0
-        _interrupt(proc, run_dir, signum)
+        if where == "kill":
+            _interrupt(proc, run_dir, signum)
         proc.wait(60)  # no rank hangs in a collective waiting for the other
         end = time.monotonic() + 30
         while any(map(_alive, rank1)) and time.monotonic() < end:
@@ -84,7 +105,7 @@ def test_sigterm_stops_every_ddp_process_and_saves_one_checkpoint(tmp_path, make
             os.kill(pid, signal.SIGKILL)
     out = _output(proc, run_dir)
     assert proc.returncode == status, out
-    assert out.count(f"{what} at epoch") == 1, out  # reported by rank 0 only
+    assert out.count(f"{reported} at epoch") == 1, out  # reported by rank 0 only
     assert sorted(p.name for p in ckpts.glob("interrupted*")) == ["interrupted.ckpt"]
     assert not list(ckpts.glob(".*.tmp"))
     interrupted = torch.load(ckpts / "interrupted.ckpt", weights_only=True)

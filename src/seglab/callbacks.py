@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -62,13 +64,24 @@ class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
 
 
 class InterruptCheckpoint(L.Callback):
-    """Saves ``<dirpath>/<filename>.ckpt`` when fit is interrupted: SIGTERM (Lightning stops
-    at the next batch boundary with ``SIGTERMException``, e.g. on preemption) or Ctrl+C
-    (``KeyboardInterrupt``). Like Lightning's ``OnExceptionCheckpoint``, except that it saves
-    nothing on errors (a crash, a non-finite loss), whose state may be broken: the last
-    checkpoint ModelCheckpoint wrote stays the last good one. The file is written through the
-    trainer's CheckpointIO (atomic with ``AtomicCheckpointIO``) and holds the full training
-    state (model, optimizer, scheduler, loops), so ``ckpt_path=<file>`` resumes from it.
+    """Stops training cleanly on SIGTERM (``kill``, preemption, a time limit) or Ctrl+C and
+    saves ``<dirpath>/<filename>.ckpt``, from which ``ckpt_path=<file>`` resumes exactly.
+
+    The signal handler only records the signal. At the start of the next training batch the
+    ranks agree on it (an all-reduce of the signal number; one process: no collective) and
+    every rank stops at the same step: ``SIGTERMException`` for SIGTERM, ``KeyboardInterrupt``
+    for SIGINT. The save is then collective, through the trainer's CheckpointIO (atomic with
+    ``AtomicCheckpointIO``), and holds the full training state (model, optimizer, scheduler,
+    loops, the DataModule's position in the epoch). Lightning's own SIGTERM handler is
+    replaced during training because it runs collectives inside the signal handler, which
+    deadlocks when the signal lands while the ranks are in a different collective (during
+    validation or a checkpoint save). A signal during validation takes effect at the next
+    training batch.
+
+    In a single process Ctrl+C still interrupts at once; under DDP the first Ctrl+C is
+    deferred to the next batch and a second one interrupts at once (rank 0 then saves alone).
+    Nothing is saved on errors (a crash, a non-finite loss), whose state may be broken: the
+    last checkpoint ModelCheckpoint wrote stays the last good one.
 
     Not a ``Checkpoint`` subclass on purpose: ``trainer.checkpoint_callback`` (the best
     checkpoint's source) and Lightning's default ModelCheckpoint are left as they were."""
@@ -77,10 +90,44 @@ class InterruptCheckpoint(L.Callback):
         if not filename:
             raise ValueError("InterruptCheckpoint: filename must not be empty")
         self.dirpath, self.filename = str(dirpath), filename
+        self._signal = 0  # the signal received and not yet acted on (SIGTERM wins over SIGINT)
+        self._agreed = False  # the ranks stopped together: the save may be collective
 
     @property
     def ckpt_path(self) -> str:
         return os.path.join(self.dirpath, self.filename + ".ckpt")
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._signal:
+            raise KeyboardInterrupt  # pressed again: stop now
+        self._signal = max(self._signal, signum)
+
+    def _take_over_signals(self, trainer: L.Trainer) -> None:
+        """Runs after Lightning registered its handlers, which it restores after fit."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        if trainer.world_size > 1:
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over_signals(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over_signals(trainer)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        signum = self._signal
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            flag = torch.tensor([signum], device=trainer.strategy.root_device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        if not signum:
+            return
+        self._agreed = True
+        if signum == signal.SIGTERM:
+            raise SIGTERMException
+        raise KeyboardInterrupt
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -90,14 +137,13 @@ class InterruptCheckpoint(L.Callback):
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return  # nothing to resume: evaluation only, or before the first training step
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt"
-        if isinstance(exception, SIGTERMException) or trainer.world_size == 1:
-            # Lightning stops every rank at the same step on SIGTERM: a collective save.
-            trainer.save_checkpoint(self.ckpt_path)
+        if self._agreed or trainer.world_size == 1:
+            trainer.save_checkpoint(self.ckpt_path)  # every rank is here: a collective save
         elif trainer.is_global_zero:
-            # Ctrl+C reaches the ranks one by one, or only one of them (`kill -INT <pid>`),
-            # at different points: the barrier in trainer.save_checkpoint could wait forever
-            # for a rank that never comes. Rank 0 writes alone (DDP: it holds the full state);
-            # Lightning then stops the other processes it started.
+            # An immediate Ctrl+C reaches the ranks at different points, or only one of them:
+            # the barrier in trainer.save_checkpoint could wait forever for a rank that never
+            # comes. Rank 0 writes alone (DDP: it holds the full state); Lightning then stops
+            # the other processes it started.
             checkpoint = trainer._checkpoint_connector.dump_checkpoint()
             trainer.strategy.save_checkpoint(checkpoint, self.ckpt_path)
         if trainer.is_global_zero:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -205,6 +206,10 @@ def worker_init(_: int) -> None:
     # OpenCV's own thread pool inside each worker would oversubscribe the CPU.
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
+    # Ctrl+C in a terminal reaches every process of the group. A worker that died of it would
+    # break the batch the main process still has to finish before it stops (see
+    # InterruptCheckpoint); the main process shuts its workers down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class SegDataModule(L.LightningDataModule):
