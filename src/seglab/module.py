@@ -168,6 +168,7 @@ class SegmentationModule(SeglabModule):
         inference: dict[str, Any] | None = None,
         compile: bool = False,
         cpu_bf16: bool = True,  # read by trainer.precision's default (conf/trainer), not here
+        encoder: str | None = None,  # read by the net (net.encoder: ${model.encoder}), not here
         nonfinite_loss: str = "error",
     ) -> None:
         super().__init__()

@@ -15,6 +15,10 @@ rate as the seed did.
 Bilinear upsampling to the low-level map's and then the input's exact size makes any input
 size work. BatchNorm in the image-pooling branch sees one value per channel and image, so
 training needs a batch of at least 2 (eval mode is fine with 1).
+
+``encoder="efficientnet_lite0"`` runs ASPP on an ImageNet-pretrained EfficientNet-Lite0's
+320-channel features instead (the last strided stage dilated for output stride 16 or 8) and the
+decoder on its stride-4 features (24 channels): 6.96M parameters at 5 classes.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.models import efficientnet
 from seglab.models.common import ConvBNReLU
-from seglab.models.resnet import CHANNELS, ResNetBackbone
+from seglab.models.resnet import BACKBONES, CHANNELS, ResNetBackbone
 
-DEFAULT_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
+DEFAULT_RATES = {16: (6, 12, 18), 8: (12, 24, 36), 32: (3, 6, 9)}
+ENCODERS = (*BACKBONES, efficientnet.NAME)
 
 
 class AtrousConvBNReLU(nn.Sequential):
@@ -102,7 +108,7 @@ class DeepLabV3Plus(nn.Module):
         self,
         num_classes: int,
         in_channels: int = 3,
-        backbone: str = "resnet50",
+        encoder: str = "resnet50",
         output_stride: int = 16,
         aspp_rates: Sequence[int] | None = None,
         aspp_channels: int = 256,
@@ -111,20 +117,40 @@ class DeepLabV3Plus(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.encoder = ResNetBackbone(backbone, in_channels, output_stride)
-        self.default_weights = self.encoder.default_weights
+        self.encoder_name = encoder
+        if encoder == efficientnet.NAME:
+            if output_stride not in (8, 16, 32):
+                raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+            self.encoder = efficientnet.efficientnet_lite0(
+                in_channels, output_stride, out_indices=(1, 4)
+            )
+            self.default_weights = efficientnet.WEIGHTS
+            low, high = efficientnet.CHANNELS[1], efficientnet.CHANNELS[-1]
+        elif encoder in BACKBONES:
+            self.encoder = ResNetBackbone(encoder, in_channels, output_stride)
+            self.default_weights = self.encoder.default_weights
+            low, high = CHANNELS["layer1"], CHANNELS["layer4"]
+        else:
+            raise ValueError(f"deeplabv3p: model.encoder={encoder!r}; use one of {ENCODERS}")
         rates = DEFAULT_RATES[output_stride] if aspp_rates is None else aspp_rates
         self.aspp_rates = tuple(int(r) for r in rates)
-        self.aspp = ASPP(CHANNELS["layer4"], self.aspp_rates, aspp_channels, dropout)
+        self.aspp = ASPP(high, self.aspp_rates, aspp_channels, dropout)
         self.decoder = Decoder(
-            CHANNELS["layer1"], aspp_channels, num_classes, low_level_channels, decoder_channels
+            low, aspp_channels, num_classes, low_level_channels, decoder_channels
         )
 
     def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """torchvision ResNet ImageNet weights into the trunk (see ``ResNetBackbone``)."""
-        self.encoder.load_torchvision_weights(state_dict)
+        """ImageNet weights into the trunk: torchvision's ResNet (see ``ResNetBackbone``) or
+        EfficientNet-Lite0's."""
+        if self.encoder_name == efficientnet.NAME:
+            efficientnet.load_efficientnet_weights(self.encoder, state_dict)
+        else:
+            self.encoder.load_torchvision_weights(state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
-        logits = self.decoder(self.aspp(features["layer4"]), features["layer1"])
+        if isinstance(features, dict):  # the ResNet's named stages
+            features = features["layer1"], features["layer4"]
+        low, high = features
+        logits = self.decoder(self.aspp(high), low)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

