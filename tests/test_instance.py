@@ -8,10 +8,12 @@ import io
 import json
 from pathlib import Path
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -19,7 +21,11 @@ from pycocotools.cocoeval import COCOeval
 
 from fixtures import make_coco
 from seglab import coco_eval, pipeline
-from seglab.data.instances import CocoInstancesDataset, ShapesInstancesDataset
+from seglab.data.instances import (
+    CocoInstancesDataset,
+    ShapesInstancesDataset,
+    boxes_from_masks,
+)
 
 # Fast: a 96..128 px resize, the trunk's weights not trained, few images.
 SMALL = [
@@ -159,6 +165,40 @@ def test_ap_matches_pycocotools(tmp_path):
 
 
 # ------------------------------------------------------------------------------- data
+def test_augmentation_moves_boxes_masks_and_classes_together(make_cfg):
+    """Boxes go through albumentations with the image and masks (flip: mirrored by hand;
+    crop: clipped, and an object cropped away leaves with its mask and class); a pipeline
+    made without bbox_params falls back to the transformed masks' boxes."""
+    dm = instantiate(make_cfg("train", *SMALL, tiny=False).data)
+
+    def shapes(transforms, compose=dm._compose):
+        kw = {"num_samples": 12, "min_size": 64, "max_size": 64}
+        return ShapesInstancesDataset("train", transform=compose(transforms), **kw)
+
+    plain, flip = shapes([]), shapes([A.HorizontalFlip(p=1)])
+    crop = shapes([A.Crop(x_min=0, y_min=0, x_max=32, y_max=64)])
+    unbound = shapes([A.HorizontalFlip(p=1)], lambda t: A.Compose([*t, A.ToTensorV2()]))
+    gone = 0
+    for i in range(len(plain)):
+        ref, f, c = plain[i]["target"], flip[i]["target"], crop[i]["target"]
+        assert torch.equal(ref["boxes"], boxes_from_masks(ref["masks"]))
+        assert torch.equal(f["labels"], ref["labels"])
+        assert torch.equal(f["masks"], ref["masks"].flip(-1))
+        x0, y0, x1, y1 = ref["boxes"].unbind(1)
+        mirrored = torch.stack([64 - x1, y0, 64 - x0, y1], 1)
+        assert torch.allclose(f["boxes"], mirrored)
+        left = ref["masks"][..., :32].flatten(1).any(1)  # objects with pixels left of x=32
+        gone += int((~left).sum())
+        assert torch.equal(c["labels"], ref["labels"][left])
+        assert torch.equal(c["masks"], ref["masks"][left][..., :32])
+        assert torch.allclose(c["boxes"][:, [0, 1, 3]], ref["boxes"][left][:, [0, 1, 3]])
+        assert torch.allclose(c["boxes"][:, 2], ref["boxes"][left][:, 2].clamp(max=32))
+        u = unbound[i]["target"]
+        assert torch.equal(u["boxes"], boxes_from_masks(u["masks"]))
+        assert torch.equal(u["boxes"], f["boxes"])
+    assert gone > 0  # the crop did remove objects
+
+
 def test_instance_datasets_and_bad_annotations(tmp_path):
     shapes = ShapesInstancesDataset("train", num_samples=40, min_size=64, max_size=64)
     touching = 0

@@ -1,14 +1,15 @@
 """Instance segmentation data (``task=instance``): per-object masks, boxes and classes.
 
 An item is ``{"image": C x H x W tensor, "target": {...}, "index", "image_id"}``; the target
-holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float, x0 y0 x1 y1, taken from the
-transformed masks so they always fit them), ``labels`` (N, class ids, background 0 never
+holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float, x0 y0 x1 y1: each mask's
+enclosing box, transformed with the image), ``labels`` (N, class ids, background 0 never
 occurs), ``iscrowd`` (N, bool) and ``area`` (N, float). Training splits leave crowd regions
 and objects the augmentation removed entirely out of the targets; evaluation splits keep
 every annotation (crowd regions flagged), so that COCO evaluation treats them as COCO does.
 
-Augmentations are the data config's albumentations lists: masks are transformed with the
-image (``masks=``), boxes are then derived from them. Batches are lists (Mask R-CNN resizes
+Augmentations are the data config's albumentations lists: masks (``masks=``) and boxes
+(``bboxes=``, pascal_voc, clipped to the image) are transformed with the image; a box the
+pipeline drops (an object cropped away) takes its mask and class with it. Batches are lists (Mask R-CNN resizes
 each image itself), made by :func:`instance_collate`.
 
 Datasets:
@@ -30,9 +31,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import albumentations as A
 import cv2
 import numpy as np
 import torch
+from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader
 
 from seglab.data.base import SegmentationDataset
@@ -88,6 +91,42 @@ class InstanceDataset(SegmentationDataset):
             label[m.astype(bool)] = 255 if crowd else c
         return image, label
 
+    def _augment(
+        self, image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, seed: int | None
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """The image, masks and boxes through the albumentations pipeline together. Returns
+        the indices of the instances kept: a box the pipeline dropped (cropped away) takes
+        its mask and class with it. Empty masks (an object occluded away) have no box to
+        transform; their mask still is, and their box is the empty one."""
+        if seed is not None:
+            self.transform.set_random_seed(seed)
+            random.seed(seed)
+        n = len(masks)
+        if not n:
+            return self.transform(image=image)["image"], masks, boxes, np.arange(0)
+        if "bboxes" not in getattr(self.transform, "processors", {}):
+            # A pipeline made without bbox_params (not by InstanceDataModule) would pass the
+            # boxes through untouched: take them from the transformed masks instead.
+            out = self.transform(image=image, masks=np.ascontiguousarray(masks))
+            new_masks = np.stack([np.asarray(m) for m in out["masks"]])
+            new_boxes = boxes_from_masks(torch.from_numpy(new_masks)).numpy()
+            return out["image"], new_masks, new_boxes, np.arange(n)
+        valid = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+        out = self.transform(
+            image=image,
+            masks=np.ascontiguousarray(masks),
+            bboxes=boxes[valid],
+            instance_ids=valid,
+        )
+        new_masks = np.stack([np.asarray(m) for m in out["masks"]])
+        h, w = new_masks.shape[-2:]
+        new_boxes = np.zeros((n, 4), np.float32)
+        new_boxes[:, :2] = (w, h)  # the empty box, as boxes_from_masks gives it
+        ids = np.asarray(out["instance_ids"], np.int64)
+        new_boxes[ids] = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        kept = np.setdiff1d(np.arange(n), np.setdiff1d(valid, ids))
+        return out["image"], new_masks[kept], new_boxes[kept], kept
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         image, inst = self.load_instances(index)
@@ -98,34 +137,30 @@ class InstanceDataset(SegmentationDataset):
         if self.training:  # crowd regions are no training targets
             masks, labels, crowd, area = masks[~crowd], labels[~crowd], crowd[~crowd], area[~crowd]
         size = image.shape[:2]
+        boxes = boxes_from_masks(torch.from_numpy(np.ascontiguousarray(masks))).numpy()
         if self.transform is not None:
-            if seed is not None:
-                self.transform.set_random_seed(seed)
-                random.seed(seed)
-            if len(masks):
-                out = self.transform(image=image, masks=np.ascontiguousarray(masks))
-                image, masks = out["image"], out["masks"]
-            else:
-                image = self.transform(image=image)["image"]
+            image, masks, boxes, kept = self._augment(image, masks, boxes, seed)
+            labels, crowd, area = labels[kept], crowd[kept], area[kept]
         if not isinstance(image, torch.Tensor):  # no ToTensorV2 in the pipeline
             image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         h, w = image.shape[-2:]
-        if isinstance(masks, list | tuple):
-            masks = torch.stack([torch.as_tensor(np.asarray(m)) for m in masks]) if masks else None
         masks = (
             torch.as_tensor(np.asarray(masks)).to(torch.uint8)
-            if masks is not None and len(masks)
+            if len(masks)
             else torch.zeros((0, h, w), dtype=torch.uint8)
         )
+        boxes = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
         labels, crowd, area = (torch.from_numpy(v) for v in (labels, crowd, area))
         pixels = masks.flatten(1).sum(1).float()
         if (h, w) != tuple(size):  # the JSON's areas no longer hold
             area = pixels
         if self.training:  # objects the augmentation cut away entirely
             keep = pixels > 0
-            masks, labels, crowd, area = masks[keep], labels[keep], crowd[keep], area[keep]
+            masks, labels, crowd, area, boxes = (
+                masks[keep], labels[keep], crowd[keep], area[keep], boxes[keep]
+            )
         target = {
-            "boxes": boxes_from_masks(masks),
+            "boxes": boxes,
             "labels": labels,
             "masks": masks,
             "iscrowd": crowd,
@@ -370,6 +405,15 @@ class InstanceDataModule(SegDataModule):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.instance_min_size, self.instance_max_size = instance_min_size, instance_max_size
+
+    def _compose(self, transforms: Sequence[Any]) -> A.Compose:
+        """The data config's pipeline, with boxes (x0 y0 x1 y1 pixels, clipped to the image,
+        each joined to its instance by ``instance_ids``)."""
+        return A.Compose(
+            [*transforms, A.Normalize(mean=self.mean, std=self.std), ToTensorV2()],
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["instance_ids"], clip=True),
+            seed=self.seed,
+        )
 
     def _loader(self, split: str, sampler, batch_size: int, drop_last: bool) -> DataLoader:
         loader = super()._loader(split, sampler, batch_size, drop_last)
