@@ -305,6 +305,50 @@ def test_one_epoch_on_a_coco_fixture(make_cfg, tmp_path):
     assert 0.0 <= metrics["val/mask_ap"] <= 1.0
 
 
+def test_mask_rcnn_architectures():
+    """v1 / v2 are torchvision's networks tensor for tensor (torchvision's published 44.4M for
+    v1 counts FrozenBatchNorm, which holds no parameters); the small ResNet-18 variant has
+    torchvision's ResNet-18 as its trunk and trains and predicts at any image size."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+
+    from seglab.models.maskrcnn import MaskRCNN
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    def shapes(m):
+        return {k: v.shape for k, v in m.state_dict().items()}
+
+    for arch, builder, n in (
+        ("maskrcnn_resnet50_fpn", maskrcnn_resnet50_fpn, 44_454_513),
+        ("maskrcnn_resnet50_fpn_v2", maskrcnn_resnet50_fpn_v2, 46_359_409),
+    ):
+        ours = MaskRCNN(arch, num_classes=91, trainable_layers=5)
+        ref = builder(weights=None, weights_backbone=None, trainable_backbone_layers=5)
+        assert shapes(ours.model) == shapes(ref) and count(ours) == n
+    frozen = MaskRCNN("maskrcnn_resnet50_fpn", num_classes=91, trainable_layers=5, frozen_bn=True)
+    assert count(frozen) == 44_401_393  # torchvision's documented figure
+    small = MaskRCNN("maskrcnn_resnet18_fpn", num_classes=5, min_size=64, max_size=96)
+    trunk = {k: v for k, v in shapes(resnet18()).items() if not k.startswith("fc.")}
+    assert shapes(small.encoder) == trunk
+    assert count(small) == 16_183_661
+    masks = torch.zeros(1, 50, 70, dtype=torch.uint8)
+    masks[0, 10:30, 20:45] = 1
+    target = {
+        "boxes": torch.tensor([[20.0, 10, 45, 30]]),
+        "labels": torch.tensor([2]),
+        "masks": masks,
+    }
+    torch.manual_seed(0)
+    losses = small.train()([torch.randn(3, 50, 70)], [target])
+    assert set(losses) == {
+        "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"
+    }  # fmt: skip
+    out = small.eval()([torch.randn(3, 50, 70)])[0]
+    assert out["masks"].shape[-2:] == (50, 70)
+
+
 def test_a_few_steps_lower_the_loss(make_cfg):
     from seglab.config import build
 

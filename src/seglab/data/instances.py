@@ -157,7 +157,11 @@ class InstanceDataset(SegmentationDataset):
         if self.training:  # objects the augmentation cut away entirely
             keep = pixels > 0
             masks, labels, crowd, area, boxes = (
-                masks[keep], labels[keep], crowd[keep], area[keep], boxes[keep]
+                masks[keep],
+                labels[keep],
+                crowd[keep],
+                area[keep],
+                boxes[keep],
             )
         target = {
             "boxes": boxes,
