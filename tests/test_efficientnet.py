@@ -173,3 +173,16 @@ def test_weights_path_and_foreign_weights(package_sd, tmp_path):
         UNet(3, encoder=E.NAME).load_encoder_weights(deeper)
     with pytest.raises(ValueError, match="of another shape"):
         UNet(3, in_channels=1, encoder=E.NAME).load_encoder_weights(package_sd)
+
+
+def test_compile_uses_static_shapes_for_the_efficientnet_encoder(make_cfg, monkeypatch):
+    """model.compile=true asks torch.compile for static shapes with this encoder (its 'same'
+    padding under symbolic shapes did not finish compiling), and leaves other nets alone."""
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append(kw))
+    for model, dynamic in (("unet", False), ("unet_small", None)):
+        over = ["model.encoder=efficientnet_lite0"] if model == "unet" else []
+        cfg = make_cfg("train", f"model={model}", *over, "model.compile=true", tiny=False)
+        cfg.model.pretrained = False
+        build_module(cfg)
+        assert calls.pop() == {"dynamic": dynamic}

@@ -196,7 +196,9 @@ class SegmentationModule(SeglabModule):
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         if compile:  # in place: parameter names (and so checkpoints) stay the same
-            self.net.compile()
+            # A net may ask for static shapes (``compile_dynamic = False``): each new input
+            # size then compiles again, instead of symbolic shapes that never finish.
+            self.net.compile(dynamic=getattr(self.net, "compile_dynamic", None))
         self.metrics = nn.ModuleDict(
             {s: ConfusionMatrix(num_classes, ignore_index) for s in ("val", "test")}
         )

@@ -125,6 +125,7 @@ class DeepLabV3Plus(nn.Module):
                 in_channels, output_stride, out_indices=(1, 4)
             )
             self.default_weights = efficientnet.WEIGHTS
+            self.compile_dynamic = efficientnet.COMPILE_DYNAMIC
             low, high = efficientnet.CHANNELS[1], efficientnet.CHANNELS[-1]
         elif encoder in BACKBONES:
             self.encoder = ResNetBackbone(encoder, in_channels, output_stride)

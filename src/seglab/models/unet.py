@@ -107,6 +107,7 @@ class UNet(nn.Module):
                 )
             channels = list(efficientnet.CHANNELS)
             self.encoder = efficientnet.efficientnet_lite0(in_channels)
+            self.compile_dynamic = efficientnet.COMPILE_DYNAMIC
             self.default_weights = efficientnet.WEIGHTS
             widths = [128, 64, 64, 64]
         else:
