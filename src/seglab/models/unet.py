@@ -112,7 +112,6 @@ class UNet(nn.Module):
             widths = [128, 64, 64, 64]
         else:
             raise ValueError(f"unet: model.encoder={encoder!r}; use one of {ENCODERS}")
-        self.encoder_name = encoder
         widths = list(decoder_channels or widths)
         if len(widths) != len(channels) - 1:
             raise ValueError(
