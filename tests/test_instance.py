@@ -349,6 +349,25 @@ def test_mask_rcnn_architectures():
     assert out["masks"].shape[-2:] == (50, 70)
 
 
+def test_whole_mask_rcnn_weights_load_all_but_the_class_heads():
+    """COCO-style whole-model weights (91 classes) into a 5-class model: every tensor but the
+    class-specific predictors is loaded; weights of the other architecture are refused."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    from seglab.models.maskrcnn import HEAD_KEYS, MaskRCNN
+
+    coco = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    net = MaskRCNN("maskrcnn_resnet50_fpn", num_classes=5)
+    fresh = {k: v.clone() for k, v in net.model.state_dict().items() if k.startswith(HEAD_KEYS)}
+    net.load_encoder_weights(coco)
+    for key, value in net.model.state_dict().items():
+        expected = fresh[key] if key in fresh and coco[key].shape != value.shape else coco[key]
+        assert torch.equal(value, expected), key
+    small = MaskRCNN("maskrcnn_resnet18_fpn", num_classes=5)
+    with pytest.raises(ValueError, match="do not fit maskrcnn_resnet18_fpn.*tensors missing"):
+        small.load_encoder_weights(coco)
+
+
 def _touching_pairs(target: dict) -> list[tuple[int, int]]:
     """Pairs of instances of one class whose masks touch (8-neighbourhood)."""
     masks, labels = target["masks"].numpy().astype(bool), target["labels"].numpy()

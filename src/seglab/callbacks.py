@@ -166,7 +166,8 @@ class InterruptCheckpoint(L.Callback):
 class SegmentationVisualizer(L.Callback):
     """After each validation epoch, logs to TensorBoard a grid of image / ground truth /
     prediction for a fixed set of validation samples (the first ``num_samples``, so progress
-    is comparable across epochs), and the confusion-matrix figure."""
+    is comparable across epochs), and the confusion-matrix figure. A task's visualizer
+    overrides ``_row`` (one sample's images) and ``_log_figures``."""
 
     def __init__(self, num_samples: int = 6, every_n_epochs: int = 1, alpha: float = 0.5) -> None:
         self.num_samples, self.every_n_epochs, self.alpha = num_samples, every_n_epochs, alpha
@@ -180,31 +181,34 @@ class SegmentationVisualizer(L.Callback):
         if not loggers:
             return
         writer, step = loggers[0].experiment, trainer.global_step
-        dm = trainer.datamodule
-        image = self._grid(pl_module, trainer, dm)
+        image = self._grid(pl_module, trainer, trainer.datamodule)
         if image is not None:  # None: every sample shown was a bad file (skipped)
             writer.add_image("val/predictions", image, step, dataformats="HWC")
-        if "val" in pl_module.last_confmat:
-            fig = confusion_matrix_figure(pl_module.last_confmat["val"], pl_module.class_names)
-            writer.add_figure("val/confusion_matrix", fig, step)
+        self._log_figures(writer, pl_module, step)
 
     def _grid(self, pl_module, trainer, dm) -> np.ndarray | None:
-        dataset = dm.dataset("val")
         rows = []
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for sample in readable_samples(dataset, self.num_samples):
-                x = sample["image"].unsqueeze(0).to(pl_module.device)
-                pred = logits_to_labels(split_output(pl_module(x))[0])[0].cpu().numpy()
+            for sample in readable_samples(dm.dataset("val"), self.num_samples):
                 image = denormalize(sample["image"], dm.mean, dm.std)
-                label = sample["mask"].numpy()
-                rows.append(
-                    [
-                        image,
-                        overlay(image, label, dm.palette, self.alpha, dm.ignore_index),
-                        overlay(image, pred, dm.palette, self.alpha, dm.ignore_index),
-                    ]
-                )
+                rows.append(self._row(pl_module, sample, image, dm))
         pl_module.train(was_training)
         return grid(rows) if rows else None
+
+    def _row(self, pl_module, sample: dict[str, Any], image: np.ndarray, dm) -> list[np.ndarray]:
+        """Image, ground truth and prediction overlays of one sample."""
+        x = sample["image"].unsqueeze(0).to(pl_module.device)
+        pred = logits_to_labels(split_output(pl_module(x))[0])[0].cpu().numpy()
+        label = sample["mask"].numpy()
+        return [
+            image,
+            overlay(image, label, dm.palette, self.alpha, dm.ignore_index),
+            overlay(image, pred, dm.palette, self.alpha, dm.ignore_index),
+        ]
+
+    def _log_figures(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        if "val" in pl_module.last_confmat:
+            fig = confusion_matrix_figure(pl_module.last_confmat["val"], pl_module.class_names)
+            writer.add_figure("val/confusion_matrix", fig, step)

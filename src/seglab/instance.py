@@ -27,17 +27,13 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics import MaxMetric
 
 from seglab import coco_eval
-from seglab.callbacks import readable_samples
-from seglab.metrics import ConfusionMatrix, metrics_from_confmat
-from seglab.models.pretrained import load_pretrained
-from seglab.module import NONFINITE_LOSS_MODES, SeglabModule
+from seglab.callbacks import SegmentationVisualizer
+from seglab.metrics import metrics_from_confmat
+from seglab.module import SeglabModule
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +83,17 @@ class InstanceModule(SeglabModule):
         cpu_bf16: bool = False,  # read by trainer.precision's default (conf/trainer), not here
         nonfinite_loss: str = "error",
     ) -> None:
-        super().__init__()
-        if nonfinite_loss not in NONFINITE_LOSS_MODES:
-            raise ValueError(
-                f"model.nonfinite_loss={nonfinite_loss!r}; use one of {NONFINITE_LOSS_MODES}"
-            )
+        super().__init__(
+            net,
+            optimizer,
+            scheduler,
+            num_classes=num_classes,
+            class_names=class_names,
+            ignore_index=ignore_index,
+            train_trunk=train_trunk,
+            lr_mult=lr_mult,
+            nonfinite_loss=nonfinite_loss,
+        )
         if in_channels != 3:
             raise ValueError(
                 f"task=instance: the Mask R-CNN models take RGB images; data.in_channels="
@@ -107,32 +109,10 @@ class InstanceModule(SeglabModule):
                 "task=instance: sliding-window / test-time-augmentation inference is not "
                 "supported (the model resizes each image itself); use inference=default"
             )
-        self.nonfinite_loss, self.skipped_steps = nonfinite_loss, 0
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
-        self.train_trunk, self.lr_mult = train_trunk, lr_mult
         self.mask_threshold, self.paste_score_thresh = mask_threshold, paste_score_thresh
-        self.run_config: dict = {}
-        self.loaded_weights = load_pretrained(net, pretrained, weights_path, num_classes)
-        if not train_trunk:
-            self.net.encoder.requires_grad_(False)
-            self.net.encoder.eval()
-        self.metrics = nn.ModuleDict(
-            {s: ConfusionMatrix(num_classes, ignore_index) for s in ("val", "test")}
-        )
+        self._load_weights(pretrained, weights_path)
         self.mask_ap_best = MaxMetric()
         self.records: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
-        self.last_confmat: dict[str, torch.Tensor] = {}
-        self.last_results: dict[str, float] = {}
-
-    def train(self, mode: bool = True) -> InstanceModule:
-        """Keeps a frozen trunk in eval mode so its BatchNorm statistics stay fixed."""
-        super().train(mode)
-        if not self.train_trunk:
-            self.net.encoder.eval()
-        return self
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return self.net(images)
@@ -286,7 +266,7 @@ def draw_instances(
     return out
 
 
-class InstanceVisualizer(L.Callback):
+class InstanceVisualizer(SegmentationVisualizer):
     """After each validation epoch, logs to TensorBoard a grid of image / ground truth /
     prediction for the first ``num_samples`` validation images: one colour per instance,
     with its class name (and score)."""
@@ -294,45 +274,22 @@ class InstanceVisualizer(L.Callback):
     def __init__(
         self, num_samples: int = 6, every_n_epochs: int = 1, alpha: float = 0.5, **_: Any
     ) -> None:
-        self.num_samples, self.every_n_epochs, self.alpha = num_samples, every_n_epochs, alpha
+        super().__init__(num_samples, every_n_epochs, alpha)
 
-    @rank_zero_only
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        if not fitting or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
-            return
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers:
-            return
-        from seglab.visualize import denormalize, grid
+    def _row(self, pl_module, sample: dict[str, Any], image: np.ndarray, dm) -> list[np.ndarray]:
+        out = pl_module.detections([sample["image"].to(pl_module.device)])[0]
+        t, names = sample["target"], pl_module.class_names
+        return [
+            image,
+            draw_instances(image, t["masks"].numpy(), t["labels"].tolist(), None, names, self.alpha),
+            draw_instances(
+                image, out["masks"].cpu().numpy(), out["labels"].tolist(),
+                out["scores"].tolist(), names, self.alpha,
+            ),
+        ]  # fmt: skip
 
-        dm = trainer.datamodule
-        dataset = dm.dataset("val")
-        rows = []
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for sample in readable_samples(dataset, self.num_samples):
-                out = pl_module.detections([sample["image"].to(pl_module.device)])[0]
-                image = denormalize(sample["image"], dm.mean, dm.std)
-                t = sample["target"]
-                rows.append(
-                    [
-                        image,
-                        draw_instances(
-                            image, t["masks"].numpy(), t["labels"].tolist(), None,
-                            pl_module.class_names, self.alpha,
-                        ),
-                        draw_instances(
-                            image, out["masks"].cpu().numpy(), out["labels"].tolist(),
-                            out["scores"].tolist(), pl_module.class_names, self.alpha,
-                        ),
-                    ]
-                )  # fmt: skip
-        pl_module.train(was_training)
-        if rows:
-            writer = loggers[0].experiment
-            writer.add_image("val/predictions", grid(rows), trainer.global_step, dataformats="HWC")
+    def _log_figures(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        """No figures beyond the grid (the instance task's metrics are AP tables)."""
 
 
 # ------------------------------------------------------------------------------ report

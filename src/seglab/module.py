@@ -58,11 +58,66 @@ def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 class SeglabModule(L.LightningModule):
-    """What every seglab task's LightningModule shares: the optimizer with per-part learning
-    rates and the per-iteration schedule, the non-finite-loss stop / skip, and the config and
-    provenance saved into checkpoints. A subclass sets ``net``, ``optimizer_factory``,
-    ``scheduler_factory``, ``lr_mult``, ``nonfinite_loss``, ``skipped_steps`` and
-    ``run_config``."""
+    """What every seglab task's LightningModule shares: the net with its weights and frozen
+    trunk, the classes, the optimizer with per-part learning rates and the per-iteration
+    schedule, the non-finite-loss stop / skip, the evaluation confusion matrices, and the
+    config and provenance saved into checkpoints."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None,
+        *,
+        num_classes: int,
+        class_names: Sequence[str] | None,
+        ignore_index: int,
+        train_trunk: bool,
+        lr_mult: dict[str, float] | None,
+        nonfinite_loss: str,
+    ) -> None:
+        super().__init__()
+        if nonfinite_loss not in NONFINITE_LOSS_MODES:
+            raise ValueError(
+                f"model.nonfinite_loss={nonfinite_loss!r}; use one of {NONFINITE_LOSS_MODES}"
+            )
+        # error: stop at the first NaN / inf training loss; skip: drop that batch's update.
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_steps = 0  # training steps skipped for a non-finite loss (skip mode)
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.train_trunk, self.lr_mult = train_trunk, lr_mult
+        # The resolved run config as plain containers, saved into every checkpoint so that
+        # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
+        self.run_config: dict = {}
+        self.metrics = nn.ModuleDict(
+            {s: ConfusionMatrix(num_classes, ignore_index) for s in ("val", "test")}
+        )
+        self.last_confmat: dict[str, torch.Tensor] = {}
+        self.last_results: dict[str, float] = {}
+
+    def _load_weights(self, pretrained: bool | str, weights_path: str | None) -> None:
+        """Pretrained / local weights into the net, then the trunk frozen if asked."""
+        self.loaded_weights = load_pretrained(self.net, pretrained, weights_path, self.num_classes)
+        if self.train_trunk:
+            return
+        trunk = getattr(self.net, "encoder", None)
+        if not isinstance(trunk, nn.Module):
+            raise ValueError(
+                f"model.train_trunk=false, but {type(self.net).__name__} has no .encoder to "
+                "freeze; set model.train_trunk=true"
+            )
+        trunk.requires_grad_(False)
+        trunk.eval()
+
+    def train(self, mode: bool = True) -> SeglabModule:
+        """Keeps a frozen trunk in eval mode so its BatchNorm statistics stay fixed."""
+        super().train(mode)
+        if not self.train_trunk:
+            self.net.encoder.eval()
+        return self
 
     def _nonfinite(
         self,
@@ -171,40 +226,28 @@ class SegmentationModule(SeglabModule):
         encoder: str | None = None,  # read by the net (net.encoder: ${model.encoder}), not here
         nonfinite_loss: str = "error",
     ) -> None:
-        super().__init__()
-        if nonfinite_loss not in NONFINITE_LOSS_MODES:
-            raise ValueError(
-                f"model.nonfinite_loss={nonfinite_loss!r}; use one of {NONFINITE_LOSS_MODES}"
-            )
-        # error: stop at the first NaN / inf training loss; skip: drop that batch's update.
-        self.nonfinite_loss = nonfinite_loss
-        self.skipped_steps = 0  # training steps skipped for a non-finite loss (skip mode)
-        self.net, self.loss = net, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
-        self.train_trunk, self.lr_mult, self.aux_weight = train_trunk, lr_mult, aux_weight
-        self.channels_last = channels_last
+        super().__init__(
+            net,
+            optimizer,
+            scheduler,
+            num_classes=num_classes,
+            class_names=class_names,
+            ignore_index=ignore_index,
+            train_trunk=train_trunk,
+            lr_mult=lr_mult,
+            nonfinite_loss=nonfinite_loss,
+        )
+        self.loss, self.aux_weight, self.channels_last = loss, aux_weight, channels_last
         self.inferer = Inferer(**(inference or {}))
-        # The resolved run config as plain containers, saved into every checkpoint so that
-        # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
-        self.run_config: dict = {}
         self._check_output_channels(in_channels)
-        self.loaded_weights = load_pretrained(net, pretrained, weights_path, num_classes)
-        if not train_trunk:
-            self._freeze_trunk()
+        self._load_weights(pretrained, weights_path)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         if compile:  # in place: parameter names (and so checkpoints) stay the same
             # A net may ask for static shapes (``compile_dynamic = False``): each new input
             # size then compiles again, instead of symbolic shapes that never finish.
             self.net.compile(dynamic=getattr(self.net, "compile_dynamic", None))
-        self.metrics = nn.ModuleDict(
-            {s: ConfusionMatrix(num_classes, ignore_index) for s in ("val", "test")}
-        )
         self.miou_best = MaxMetric()
-        self.last_confmat: dict[str, torch.Tensor] = {}
-        self.last_results: dict[str, float] = {}
 
     # -- set-up checks -------------------------------------------------------------------
     def _check_output_channels(self, in_channels: int) -> None:
@@ -226,23 +269,6 @@ class SegmentationModule(SeglabModule):
                 f"{type(self.net).__name__} returned logits of size {tuple(logits.shape[-2:])} "
                 "for a 64x64 input; nets must return logits at the input's resolution"
             )
-
-    def _freeze_trunk(self) -> None:
-        trunk = getattr(self.net, "encoder", None)
-        if not isinstance(trunk, nn.Module):
-            raise ValueError(
-                f"model.train_trunk=false, but {type(self.net).__name__} has no .encoder to "
-                "freeze; set model.train_trunk=true"
-            )
-        trunk.requires_grad_(False)
-        trunk.eval()
-
-    def train(self, mode: bool = True) -> SegmentationModule:
-        """Keeps a frozen trunk in eval mode so its BatchNorm statistics stay fixed."""
-        super().train(mode)
-        if not self.train_trunk:
-            self.net.encoder.eval()
-        return self
 
     # -- forward and loss ----------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:

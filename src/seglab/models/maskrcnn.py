@@ -34,7 +34,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from seglab.models.pretrained import load_exact
+from seglab.models.pretrained import load_all_but_heads, load_exact
 
 ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
 # The small variant (not a torchvision model): ResNet-18, a 128-channel FPN, a 512-wide box head
@@ -141,15 +141,8 @@ class MaskRCNN(nn.Module):
         """ImageNet ResNet-50 weights go into the trunk; whole torchvision Mask R-CNN weights
         load everything but the class-specific predictors when the class count differs."""
         if any(k.startswith("roi_heads.") for k in state_dict):
-            own = self.model.state_dict()
-            fits = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
-            unfit = [k for k in own if k not in fits and not k.startswith(HEAD_KEYS)]
-            if unfit:
-                raise ValueError(
-                    f"Mask R-CNN weights do not fit {self.arch}: {len(unfit)} tensors missing "
-                    f"or of another shape (e.g. {unfit[:3]}); v1 and v2 weights differ"
-                )
-            self.model.load_state_dict(own | fits)
+            what = f"Mask R-CNN weights do not fit {self.arch} (v1, v2 and r18 weights differ)"
+            load_all_but_heads(self.model, state_dict, HEAD_KEYS, what)
             return
         sd = dict(state_dict)
         for k, v in self.encoder.state_dict().items():  # old ImageNet files lack these

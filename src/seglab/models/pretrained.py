@@ -175,6 +175,22 @@ def load_pretrained(
     return f"encoder from {name}"
 
 
+def load_all_but_heads(
+    model: nn.Module, state_dict: Tensors, head_keys: tuple[str, ...], what: str
+) -> None:
+    """Whole-model weights into ``model``: every tensor must fit (name and shape) except the
+    class-specific last layers (``head_keys`` prefixes), which keep their fresh initialisation
+    when the class count differs."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+    unfit = [k for k in own if k not in fits and not k.startswith(head_keys)]
+    if unfit:
+        raise ValueError(
+            f"{what}: {len(unfit)} tensors missing or of another shape (e.g. {unfit[:3]})"
+        )
+    model.load_state_dict(own | fits)
+
+
 def _encoder_loader(net: nn.Module):
     loader = getattr(net, "load_encoder_weights", None)
     if loader is None or getattr(net, "default_weights", None) is None:

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from seglab.models.common import replace_first_conv
-from seglab.models.pretrained import load_exact
+from seglab.models.pretrained import load_all_but_heads, load_exact
 
 ARCHS = (
     "fcn_resnet50",
@@ -59,15 +59,8 @@ class TorchvisionSegmentation(nn.Module):
         FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1``) load everything but the class-specific
         last layers when the class count differs: the seed's transfer-learning recipe."""
         if any(k.startswith("backbone.") for k in state_dict):
-            own = self.model.state_dict()
-            fits = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
-            unfit = [k for k in own if k not in fits and not k.startswith(HEAD_KEYS)]
-            if unfit:
-                raise ValueError(
-                    f"segmentation weights do not fit {self.model.__class__.__name__}: "
-                    f"{len(unfit)} tensors missing or of another shape (e.g. {unfit[:3]})"
-                )
-            self.model.load_state_dict(own | fits)
+            what = f"segmentation weights do not fit {self.model.__class__.__name__}"
+            load_all_but_heads(self.model, state_dict, HEAD_KEYS, what)
             return
         backbone = {k.removeprefix("features."): v for k, v in state_dict.items()}
         load_exact(self.model.backbone, backbone, "ImageNet weights")
