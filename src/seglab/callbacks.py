@@ -78,8 +78,9 @@ class InterruptCheckpoint(L.Callback):
     validation or a checkpoint save). A signal during validation takes effect at the next
     training batch.
 
-    In a single process Ctrl+C still interrupts at once; under DDP the first Ctrl+C is
-    deferred to the next batch and a second one interrupts at once (rank 0 then saves alone).
+    Ctrl+C is deferred to the next batch like SIGTERM (a KeyboardInterrupt raised at an
+    arbitrary point can leave a lock held, e.g. a logger's, and hang the exit: seen once in a
+    single process); a second Ctrl+C interrupts at once (under DDP rank 0 then saves alone).
     Nothing is saved on errors (a crash, a non-finite loss), whose state may be broken: the
     last checkpoint ModelCheckpoint wrote stays the last good one.
 
@@ -105,8 +106,7 @@ class InterruptCheckpoint(L.Callback):
     def _take_over_signals(self, trainer: L.Trainer) -> None:
         """Runs after Lightning registered its handlers, which it restores after fit."""
         signal.signal(signal.SIGTERM, self._on_signal)
-        if trainer.world_size > 1:
-            signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._take_over_signals(trainer)
