@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from seglab import benchmark
 from seglab.benchmark import flops_per_image, run
 from seglab.export import check_onnx, export_onnx
 from seglab.models.unet import UNet
@@ -30,7 +32,7 @@ def test_benchmark_writes_every_key(make_cfg, tmp_path):
         "benchmark",
         "bench.warmup=1",
         "bench.steps=2",
-        "bench.repeats=1",
+        "bench.repeats=2",
         "bench.loader_batches=2",
         "bench.flops_size=64",
     )
@@ -39,7 +41,39 @@ def test_benchmark_writes_every_key(make_cfg, tmp_path):
     for key in KEYS:
         assert isinstance(saved[key], float) and saved[key] > 0, key
     assert saved == result
+    assert saved["train.rounds"] == 2
+    assert saved["train.ratio_min"] <= saved["train.ratio"] <= saved["train.ratio_max"]
     assert (tmp_path / "run" / "model.onnx").is_file()
+
+
+def test_training_loops_alternate_and_the_ratio_is_per_round(monkeypatch):
+    """ABBA order, warm-up steps dropped, and the ratio taken round by round: a machine
+    that slows down between rounds changes both loops' rates but not the ratio."""
+    calls = []
+    speed = {"slowdown": 1.0}
+
+    def fake(name, step_s):
+        def loop(cfg, batch, steps):
+            calls.append(name)
+            speed["slowdown"] *= 1.5  # the machine keeps getting slower
+            # the warm-up step is 100x slower and must not count
+            return [100 * step_s] + [step_s * speed["slowdown"]] * (steps - 1)
+
+        return loop
+
+    monkeypatch.setattr(benchmark, "_train_seglab", fake("seglab", 0.1))
+    monkeypatch.setattr(benchmark, "_train_plain", fake("plain", 0.1))
+    batch = {"image": torch.zeros(4, 3, 8, 8)}
+    out = benchmark._interleaved_training(None, batch, warmup=1, steps=5, rounds=4)
+    assert calls == ["seglab", "plain", "plain", "seglab"] * 2
+    # In each round the loop that ran second was 1.5x slower: ratios 1.5, 1/1.5, 1.5, 1/1.5.
+    assert out["ratio"]["min"] == pytest.approx(1 / 1.5)
+    assert out["ratio"]["max"] == pytest.approx(1.5)
+    assert out["ratio"]["median"] == pytest.approx(1.0)  # ABBA cancels the drift
+    # Rates leave out the warm-up step: 4 timed steps of 4 images, 0.1 s x slowdown each.
+    slowdowns = [1.5**k for k in range(1, 9)]
+    seglab_rates = sorted(4 * 4 / (4 * 0.1 * slowdowns[i]) for i in (0, 3, 4, 7))
+    assert out["seglab"]["median"] == pytest.approx(sum(seglab_rates[1:3]) / 2)
 
 
 def test_flop_count_matches_a_hand_count():
