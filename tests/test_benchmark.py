@@ -70,6 +70,12 @@ def test_training_loops_alternate_and_the_ratio_is_per_round(monkeypatch):
     assert out["ratio"]["min"] == pytest.approx(1 / 1.5)
     assert out["ratio"]["max"] == pytest.approx(1.5)
     assert out["ratio"]["median"] == pytest.approx(1.0)  # ABBA cancels the drift
+    step_ms = [100 * 1.5**k for k in range(1, 9)]  # 0.1 s x slowdown, per call
+    extra = sorted(
+        [step_ms[0] - step_ms[1], step_ms[3] - step_ms[2]]
+        + [step_ms[4] - step_ms[5], step_ms[7] - step_ms[6]]
+    )
+    assert out["overhead_ms"]["median"] == pytest.approx(sum(extra[1:3]) / 2)
     # Rates leave out the warm-up step: 4 timed steps of 4 images, 0.1 s x slowdown each.
     slowdowns = [1.5**k for k in range(1, 9)]
     seglab_rates = sorted(4 * 4 / (4 * 0.1 * slowdowns[i]) for i in (0, 3, 4, 7))

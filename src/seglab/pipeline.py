@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seglab import guards, provenance
+from seglab import allocator, guards, provenance
 from seglab.checkpoint_io import safe_load
 from seglab.config import build, check_config, plain, print_config_tree
 from seglab.data.datamodule import worker_init
@@ -139,6 +139,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits, then evaluates the best checkpoint on val (and test when the data has one);
     returns the final metrics, also written to ``metrics.json`` in the run folder."""
     check_config(cfg)
+    if cfg.get("malloc_keep_freed"):
+        allocator.keep_freed_memory()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
