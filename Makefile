@@ -33,8 +33,8 @@ test: install
 # (the semantic models; Mask R-CNN, task=instance, maskrcnn_*, is not benchmarked)
 BENCH_MODELS ?= $(filter-out maskrcnn_%,$(basename $(notdir $(wildcard conf/model/*.yaml))))
 BENCH_ARGS ?= data.crop_size=256 data.dataset.min_size.train=256 \
-	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=2 bench.steps=3 \
-	bench.repeats=3 bench.onnx=false bench.loader_batches=5
+	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=2 bench.steps=2 \
+	bench.repeats=4 bench.onnx=false bench.loader_batches=5
 bench: install
 	for m in $(BENCH_MODELS); do \
 		$(BIN)/python src/benchmark.py model=$$m $(BENCH_ARGS) hydra.run.dir=outputs/bench/$$m \

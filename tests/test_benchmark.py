@@ -43,6 +43,8 @@ def test_benchmark_writes_every_key(make_cfg, tmp_path):
     assert saved == result
     assert saved["train.rounds"] == 2
     assert saved["train.ratio_min"] <= saved["train.ratio"] <= saved["train.ratio_max"]
+    header, _, row = benchmark.markdown_table(tmp_path).splitlines()
+    assert row.startswith("| run |") and row.count("|") == header.count("|")
     assert (tmp_path / "run" / "model.onnx").is_file()
 
 

@@ -423,16 +423,17 @@ def _print(r: dict[str, Any]) -> None:
 def markdown_table(root: str | Path) -> str:
     """The README's model table from the ``benchmark.json`` files under ``root``."""
     rows = [
-        "| model | params (M) | GFLOPs @512 | train img/s | plain img/s | ratio | "
-        "infer img/s | peak MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | params (M) | GFLOPs @512 | train img/s | plain img/s | ratio (rounds) | "
+        "ms added / step | infer img/s | peak MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for path in sorted(Path(root).glob("*/benchmark.json")):
         r = json.loads(path.read_text())
         rows.append(
             f"| {path.parent.name} | {r['params'] / 1e6:.2f} | {r['gflops_per_img']:.1f} "
             f"| {r['train.seglab_img_per_s']:.2f} | {r['train.plain_img_per_s']:.2f} "
-            f"| {r['train.ratio']:.2f} | {r['infer.img_per_s']:.2f} "
+            f"| {r['train.ratio']:.2f} ({r['train.ratio_min']:.2f}-{r['train.ratio_max']:.2f}) "
+            f"| {r['train.overhead_ms_per_step']:.1f} | {r['infer.img_per_s']:.2f} "
             f"| {r['train.seglab_peak_mb']:.0f} |"
         )
     return "\n".join(rows)
