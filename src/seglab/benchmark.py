@@ -5,9 +5,9 @@ the comparison measures the training step alone: seglab's ``SegmentationModule``
 Lightning ``Trainer`` (logging included) against a minimal PyTorch loop with the same model,
 loss, optimizer, precision and memory format. The two loops run in alternating rounds
 (seglab, plain, plain, seglab, ...), so a shared machine's drifting speed hits both alike, and
-the ratio is the (geometric) median of the per-round ratios. Data loading is timed on its own. Peak
-memory is the process's peak RSS on CPU (the kernel's mark is reset before each phase, after
-freeing what the previous phase left) and the allocator's peak on CUDA.
+the ratio is the geometric median of the per-round ratios. Data loading is timed on its own.
+Peak memory is the process's peak RSS on CPU (the kernel's mark is reset before each phase,
+after freeing what the previous phase left) and the allocator's peak on CUDA.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ def _summary(times: list[float], images: int, repeats: int) -> dict[str, float]:
     (max - min) / median between the groups."""
     size = max(1, len(times) // repeats)
     groups = [times[i : i + size] for i in range(0, size * repeats, size)]
-    rates = [images * len(g) / sum(g) for g in groups if g]
+    return _median_spread([images * len(g) / sum(g) for g in groups if g])
+
+
+def _median_spread(rates: list[float]) -> dict[str, float]:
+    """The median rate and the spread (max - min) / median."""
     median = statistics.median(rates)
     return {"median": median, "spread": (max(rates) - min(rates)) / median}
 
@@ -198,23 +202,17 @@ def _interleaved_training(
             timed = times[warmup:]
             rates[name].append(n * len(timed) / sum(timed))
             peaks[name].append(peak)
-    out: dict[str, dict[str, float]] = {}
-    for name in loops:
-        median = statistics.median(rates[name])
-        out[name] = {
-            "median": median,
-            "spread": (max(rates[name]) - min(rates[name])) / median,
-            "peak_mb": statistics.median(peaks[name]),
-        }
-    ratios = [a / b for a, b in zip(rates["seglab"], rates["plain"], strict=True)]
+    out = {
+        name: _median_spread(rates[name]) | {"peak_mb": statistics.median(peaks[name])}
+        for name in loops
+    }
+    pairs = list(zip(rates["seglab"], rates["plain"], strict=True))
+    ratios = [a / b for a, b in pairs]
     # The median in log space: ratios r and 1/r (an order effect ABBA cancels) give 1.
     median = math.exp(statistics.median(math.log(r) for r in ratios))
     out["ratio"] = {"median": median, "min": min(ratios), "max": max(ratios)}
     # What seglab adds to each step, in ms: the number that stays put across models.
-    extra = [
-        1e3 * n * (1 / a - 1 / b) for a, b in zip(rates["seglab"], rates["plain"], strict=True)
-    ]
-    out["overhead_ms"] = {"median": statistics.median(extra)}
+    out["overhead_ms"] = {"median": statistics.median(1e3 * n * (1 / a - 1 / b) for a, b in pairs)}
     return out
 
 

@@ -103,16 +103,16 @@ class InterruptCheckpoint(L.Callback):
             raise KeyboardInterrupt  # pressed again: stop now
         self._signal = max(self._signal, signum)
 
-    def _take_over_signals(self, trainer: L.Trainer) -> None:
+    def _take_over_signals(self) -> None:
         """Runs after Lightning registered its handlers, which it restores after fit."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._take_over_signals(trainer)
+        self._take_over_signals()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._take_over_signals(trainer)
+        self._take_over_signals()
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
