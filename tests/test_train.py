@@ -27,6 +27,15 @@ class CtrlCAt(L.Callback):
             raise KeyboardInterrupt
 
 
+class LossRecorder(L.Callback):
+    """Keeps every training step's loss, as Lightning hands it to callbacks."""
+
+    losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        LossRecorder.losses.append(float(outputs["loss"]))
+
+
 def _last_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
@@ -36,6 +45,32 @@ def test_fast_dev_run_on_the_default_config(make_cfg):
     metrics = pipeline.train(cfg)
     assert 0.0 <= metrics["val/miou"] <= 1.0
     assert "test/miou" in metrics
+
+
+def test_logged_training_loss_is_the_mean_of_every_step(make_cfg):
+    """train/loss_step, written every log_every_n_steps, is the mean over the steps since the
+    last write; train/loss_epoch is the epoch's mean (4 steps per epoch, 2 epochs)."""
+    import csv
+
+    LossRecorder.losses = []
+    cfg = make_cfg(
+        "train",
+        "logger=csv",
+        "trainer.log_every_n_steps=3",
+        "+callbacks.losses._target_=test_train.LossRecorder",
+    )
+    pipeline.train(cfg)
+    losses = LossRecorder.losses
+    assert len(losses) == 8
+    text = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    step = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r["train/loss_step"]}
+    # Lightning's loggers write at steps 2 and 5 (0-based): the means of steps 0-2 and 3-5.
+    assert step.keys() == {2, 5}
+    assert step[2] == pytest.approx(np.mean(losses[0:3]), rel=1e-6)
+    assert step[5] == pytest.approx(np.mean(losses[3:6]), rel=1e-6)
+    epoch = [float(r["train/loss_epoch"]) for r in rows if r["train/loss_epoch"]]
+    assert epoch == pytest.approx([np.mean(losses[0:4]), np.mean(losses[4:8])], rel=1e-6)
 
 
 def test_train_resume_eval_and_outputs(make_cfg, tmp_path):

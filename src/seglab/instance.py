@@ -127,10 +127,8 @@ class InstanceModule(SeglabModule):
         loss = sum(losses.values())
         if not bool(torch.isfinite(loss)):
             return self._nonfinite(loss, batch, batch_idx, buffers)
-        n = len(images)
-        for key, value in losses.items():
-            self.log(f"train/{key}", value, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        terms = {f"train/{key}": value for key, value in losses.items()}
+        self._log_training_losses(terms | {"train/loss": loss}, len(images))
         return loss
 
     # -- evaluation ----------------------------------------------------------------------

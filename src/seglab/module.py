@@ -97,6 +97,10 @@ class SeglabModule(L.LightningModule):
         )
         self.last_confmat: dict[str, torch.Tensor] = {}
         self.last_results: dict[str, float] = {}
+        # Training-loss sums (loss x images, and images) since the last logger write and
+        # since the epoch's start, on the device: see _log_training_losses.
+        self._loss_sums: dict[str, dict[str, torch.Tensor]] = {"window": {}, "epoch": {}}
+        self._loss_images: dict[str, int] = {"window": 0, "epoch": 0}
 
     def _load_weights(self, pretrained: bool | str, weights_path: str | None) -> None:
         """Pretrained / local weights into the net, then the trunk frozen if asked."""
@@ -172,6 +176,45 @@ class SeglabModule(L.LightningModule):
             f"src/check_data.py), full precision (trainer.precision=32; now "
             f"{trainer.precision}), or model.nonfinite_loss=skip to skip such batches."
         )
+
+    # -- training-loss logging -----------------------------------------------------------
+    def _log_training_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Logs each loss ``name`` as ``name_step``, its mean over the steps since the last
+        write, on the steps Lightning's loggers write (``trainer.log_every_n_steps``), and as
+        ``name_epoch``, the epoch's mean, at the epoch's end (both weighted by images).
+
+        Why not ``self.log(name, on_step=True, on_epoch=True)`` every step: Lightning's
+        ``log`` costs about 0.45 ms per call on CPU (it re-places the metric's state on the
+        device every call), a third of what the Lightning loop adds to a step. Sums kept
+        here cost a few microseconds and never wait for the device; every step still counts.
+        """
+        for scope, sums in self._loss_sums.items():
+            for name, value in losses.items():
+                v = value.detach().float() * batch_size
+                sums[name] = sums[name] + v if name in sums else v
+            self._loss_images[scope] += batch_size
+        trainer = self.trainer
+        # Lightning's own test for "the loggers write at this step" (log_every_n_steps;
+        # every step in fast_dev_run); a value logged on other steps would reach the progress bar only.
+        if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
+            for name, total in self._loss_sums["window"].items():
+                mean = total / self._loss_images["window"]
+                self.log(
+                    f"{name}_step",
+                    mean,
+                    on_step=True,
+                    on_epoch=False,
+                    prog_bar=name == "train/loss",
+                )
+            self._loss_sums["window"], self._loss_images["window"] = {}, 0
+
+    def on_train_epoch_end(self) -> None:
+        for name, total in self._loss_sums["epoch"].items():
+            mean = total / self._loss_images["epoch"]
+            self.log(
+                f"{name}_epoch", mean, on_epoch=True, prog_bar=name == "train/loss", sync_dist=True
+            )
+        self._loss_sums["epoch"], self._loss_images["epoch"] = {}, 0
 
     def on_train_end(self) -> None:
         if self.skipped_steps:
@@ -299,14 +342,7 @@ class SegmentationModule(SeglabModule):
             return self._nonfinite(loss, batch, batch_idx, buffers)
         if skip:
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
-        self.log(
-            "train/loss",
-            loss,
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch["image"].shape[0],
-        )
+        self._log_training_losses({"train/loss": loss}, batch["image"].shape[0])
         return loss
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
