@@ -46,6 +46,8 @@ def test_benchmark_writes_every_key(make_cfg, tmp_path):
     header, _, row = benchmark.markdown_table(tmp_path).splitlines()
     assert row.startswith("| run |") and row.count("|") == header.count("|")
     assert (tmp_path / "run" / "model.onnx").is_file()
+    # seglab's loop ran with the run's loggers: the training loss reached TensorBoard.
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_training_loops_alternate_and_the_ratio_is_per_round(monkeypatch):

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from conftest import CONF
 from fixtures import DATASETS
 from seglab.config import check_config, plain
-from seglab.pipeline import _instantiate_all, build_module
+from seglab.pipeline import build_module, instantiate_all
 
 
 def _options(group: str) -> list[str]:
@@ -59,8 +59,8 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
             cfg.trainer.accelerator = "cpu"  # the GPU config itself is checked on GPU machines
         trainer = instantiate(
             cfg.trainer,
-            callbacks=_instantiate_all(cfg.get("callbacks")),
-            logger=_instantiate_all(cfg.get("logger")) or False,
+            callbacks=instantiate_all(cfg.get("callbacks")),
+            logger=instantiate_all(cfg.get("logger")) or False,
         )
         assert trainer.max_epochs >= 1 or cfg.trainer.get("fast_dev_run")
     if group == "hparams_search":

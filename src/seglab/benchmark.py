@@ -91,22 +91,26 @@ class _SameBatch(torch.utils.data.Dataset):
 
 
 def _train_seglab(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
-    from seglab.pipeline import build_module
+    """seglab's training as ``train.py`` runs it: the module through a Trainer with the run's
+    callbacks (progress bar, learning-rate monitor, interrupt checkpoint, ...) and loggers.
+    Only the epoch-end checkpoint is left out: it is written after the last timed step."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from seglab.pipeline import build_module, instantiate_all, run_callbacks
 
     L.seed_everything(0, workers=False, verbose=False)
     module = build_module(cfg)
     timer = _StepTimes(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    callbacks = [c for c in run_callbacks(cfg) if not isinstance(c, ModelCheckpoint)]
     trainer = build(
         cfg.trainer,
         max_steps=steps,
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        logger=False,
-        callbacks=[timer],
+        logger=instantiate_all(cfg.get("logger")) or False,
+        callbacks=[*callbacks, timer],
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         default_root_dir=cfg.paths.output_dir,
     )
     loader = torch.utils.data.DataLoader(_SameBatch(batch, steps), batch_size=None)

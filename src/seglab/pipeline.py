@@ -68,12 +68,17 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> Segmentation
     return module
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
+def instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiates every entry of a callbacks / logger group (entries without a
     ``_target_`` are skipped, so an entry can be disabled with ``callbacks.x=null``)."""
     if not group:
         return []
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def run_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks group of ``cfg``, and the step recorder that out-of-memory errors read."""
+    return [*instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -159,8 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         del resume
     if module.loaded_weights:
         log.info("initial weights: %s", module.loaded_weights)
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
-    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = run_callbacks(cfg)
+    loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, Any] = {}
@@ -249,7 +254,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(run, from_checkpoint=True)
     guards.check_checkpoint_fits(module.net, ckpt, cfg.ckpt_path, plain(run), "evaluate")
     module.load_state_dict(ckpt["state_dict"])
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
+    callbacks = run_callbacks(cfg)
     trainer: L.Trainer = instantiate(
         run.trainer, logger=False, callbacks=callbacks, default_root_dir=str(out_dir)
     )
