@@ -188,14 +188,15 @@ class SeglabModule(L.LightningModule):
         device every call), a third of what the Lightning loop adds to a step. Sums kept
         here cost a few microseconds and never wait for the device; every step still counts.
         """
+        weighted = {name: value.detach().float() * batch_size for name, value in losses.items()}
         for scope, sums in self._loss_sums.items():
-            for name, value in losses.items():
-                v = value.detach().float() * batch_size
+            for name, v in weighted.items():
                 sums[name] = sums[name] + v if name in sums else v
             self._loss_images[scope] += batch_size
         trainer = self.trainer
         # Lightning's own test for "the loggers write at this step" (log_every_n_steps;
-        # every step in fast_dev_run); a value logged on other steps would reach the progress bar only.
+        # every step in fast_dev_run); a value logged at other steps would reach only the
+        # progress bar.
         if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
             for name, total in self._loss_sums["window"].items():
                 mean = total / self._loss_images["window"]
