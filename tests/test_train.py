@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -50,8 +51,6 @@ def test_fast_dev_run_on_the_default_config(make_cfg):
 def test_logged_training_loss_is_the_mean_of_every_step(make_cfg):
     """train/loss_step, written every log_every_n_steps, is the mean over the steps since the
     last write; train/loss_epoch is the epoch's mean (4 steps per epoch, 2 epochs)."""
-    import csv
-
     LossRecorder.losses = []
     cfg = make_cfg(
         "train",

@@ -198,24 +198,21 @@ class SeglabModule(L.LightningModule):
         # every step in fast_dev_run); a value logged at other steps would reach only the
         # progress bar.
         if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
-            for name, total in self._loss_sums["window"].items():
-                mean = total / self._loss_images["window"]
-                self.log(
-                    f"{name}_step",
-                    mean,
-                    on_step=True,
-                    on_epoch=False,
-                    prog_bar=name == "train/loss",
-                )
-            self._loss_sums["window"], self._loss_images["window"] = {}, 0
+            for name, mean in self._take_loss_means("window").items():
+                bar = name == "train/loss"
+                self.log(f"{name}_step", mean, on_step=True, on_epoch=False, prog_bar=bar)
 
     def on_train_epoch_end(self) -> None:
-        for name, total in self._loss_sums["epoch"].items():
-            mean = total / self._loss_images["epoch"]
-            self.log(
-                f"{name}_epoch", mean, on_epoch=True, prog_bar=name == "train/loss", sync_dist=True
-            )
-        self._loss_sums["epoch"], self._loss_images["epoch"] = {}, 0
+        for name, mean in self._take_loss_means("epoch").items():
+            bar = name == "train/loss"
+            self.log(f"{name}_epoch", mean, on_epoch=True, prog_bar=bar, sync_dist=True)
+
+    def _take_loss_means(self, scope: str) -> dict[str, torch.Tensor]:
+        """Each loss's mean over ``scope`` ("window" or "epoch"), which then starts afresh."""
+        images = self._loss_images[scope]
+        means = {name: total / images for name, total in self._loss_sums[scope].items()}
+        self._loss_sums[scope], self._loss_images[scope] = {}, 0
+        return means
 
     def on_train_end(self) -> None:
         if self.skipped_steps:
