@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
 from fixtures import _msrc_gt, make_camvid, make_folder, make_msrc
+from helpers import ROOT
 from seglab import pipeline
 from seglab.data.camvid import CamVidDataset
 from seglab.data.check import check_data

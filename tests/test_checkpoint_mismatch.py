@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, compose_cfg
+from helpers import TINY, compose_cfg
 from seglab import pipeline
 from seglab.models.unet import UNet
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY
+from helpers import ROOT, TINY
 from seglab import pipeline
 
 

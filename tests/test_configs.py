@@ -7,8 +7,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF
 from fixtures import DATASETS
+from helpers import CONF
 from seglab.config import check_config, plain
 from seglab.pipeline import build_module, instantiate_all
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CONF
 from fixtures import DATASETS
+from helpers import CONF
 from seglab import pipeline
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

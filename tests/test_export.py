@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, compose_cfg
+from helpers import TINY, compose_cfg
 from seglab import pipeline
 from seglab.export import export, export_onnx, read_onnx_metadata
 from seglab.models.unet import UNet

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from conftest import ROOT, TINY
+from helpers import ROOT, TINY
 from seglab import pipeline
 from seglab.checkpoint_io import AtomicCheckpointIO
 from seglab.models.pretrained import load_pretrained

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY, compose_cfg
+from helpers import TINY, compose_cfg
 from seglab import memcheck
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY
+from helpers import ROOT, TINY
 from seglab import pipeline
 from test_cli import run_script
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torchvision
 
+from seglab.instantiators import build_module
 from seglab.models.fcn import FCN
 from seglab.models.pretrained import cache_file, load_pretrained
 from seglab.models.segnet import SegNet
 from seglab.models.torchvision_seg import TorchvisionSegmentation
 from seglab.models.unet import UNet
-from seglab.pipeline import build_module
 
 
 def test_missing_weights_stop_with_the_file_to_place(make_cfg, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT
 from seglab import pipeline
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF
+from helpers import CONF
 from seglab.models.autoencoder import ConvAutoencoder
 from seglab.models.fcn import FCN
 from seglab.models.segnet import SegNet

@@ -96,7 +96,7 @@ def _train_seglab(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
     Only the epoch-end checkpoint is left out: it is written after the last timed step."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from seglab.pipeline import build_module, instantiate_all, run_callbacks
+    from seglab.instantiators import build_module, instantiate_all, run_callbacks
 
     L.seed_everything(0, workers=False, verbose=False)
     module = build_module(cfg)
@@ -120,7 +120,7 @@ def _train_seglab(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
 
 def _train_plain(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
     """The reference: the loop anyone would write by hand for the same training."""
-    from seglab.pipeline import build_module
+    from seglab.instantiators import build_module
 
     L.seed_everything(0, workers=False, verbose=False)
     module = build_module(cfg)
@@ -315,7 +315,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train = _interleaved_training(cfg, batch, bench.warmup, steps + 1, bench.repeats)
     seglab_train, plain_train = train["seglab"], train["plain"]
 
-    from seglab.pipeline import build_module
+    from seglab.instantiators import build_module
 
     module = build_module(cfg).eval()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

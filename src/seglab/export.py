@@ -202,7 +202,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     """Exports ``cfg.ckpt_path``'s net to ``cfg.format``, checks the saved file against
     PyTorch on a random ``cfg.check_size`` sample, and writes ``export.json`` to the run
     folder; returns ``{path, format, max_abs_diff}``."""
-    from seglab.pipeline import build_module, load_checkpoint
+    from seglab.checkpoints import load_checkpoint
+    from seglab.instantiators import build_module
 
     fmt = str(cfg.get("format") or "onnx")
     if fmt not in FORMATS:

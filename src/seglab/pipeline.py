@@ -22,9 +22,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seglab import allocator, guards, provenance
-from seglab.checkpoint_io import safe_load
+from seglab.checkpoints import load_checkpoint
 from seglab.config import build, check_config, plain, print_config_tree
 from seglab.data.datamodule import worker_init
+from seglab.instantiators import build_module, instantiate_all, run_callbacks
 from seglab.module import SegmentationModule, autocast, logits_to_labels
 from seglab.reporting import print_metrics_table, save_metrics_json
 
@@ -41,56 +42,6 @@ EVAL_TRAINER_KEYS = (
     "precision",
     "deterministic",
 )
-
-
-def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> SegmentationModule:
-    """The LightningModule for ``cfg.model`` with loss / optimizer / scheduler from their
-    groups and the data facts (classes, ignore index, channels) from ``cfg.data``.
-    ``from_checkpoint``: a checkpoint's weights follow, so pretrained weights are not loaded."""
-    data = cfg.data
-    scheduler = cfg.get("scheduler")
-    start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
-    inference = cfg.get("inference")
-    module = build(
-        cfg.model,
-        **start,
-        inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(scheduler) if scheduler and "_target_" in scheduler else None,
-        num_classes=data.num_classes,
-        class_names=list(data.class_names),
-        ignore_index=data.ignore_index,
-        in_channels=data.in_channels,
-    )
-    # Set after instantiation: it holds `_target_`s that instantiate would try to build.
-    module.run_config = plain(cfg)
-    return module
-
-
-def instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiates every entry of a callbacks / logger group (entries without a
-    ``_target_`` are skipped, so an entry can be disabled with ``callbacks.x=null``)."""
-    if not group:
-        return []
-    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
-
-
-def run_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The callbacks group of ``cfg``, and the step recorder that out-of-memory errors read."""
-    return [*instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a seglab checkpoint safely (``weights_only=True``: no code runs on load; a file
-    that would need more is refused with a ``ValueError``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file.ckpt>")
-    ckpt = safe_load(path)
-    if "seglab_config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
-    return ckpt
 
 
 @rank_zero_only
