@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from seglab.checkpoint_io import safe_load
+from seglab.moved_targets import upgrade_targets
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -18,4 +19,5 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = safe_load(path)
     if "seglab_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
+    ckpt["seglab_config"] = upgrade_targets(ckpt["seglab_config"])
     return ckpt
