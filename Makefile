@@ -27,11 +27,12 @@ TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15 $(ARGS)
 
-# The README's model table: every model config through the benchmark command, same settings
+# The model table of docs/performance.md: every model config through the benchmark command, same settings
 # (256x256 crops of the built-in dataset, batch 4, the default precision), then a markdown
 # table of outputs/bench/*/benchmark.json. BENCH_MODELS / BENCH_ARGS narrow or change it.
-# (the semantic models; Mask R-CNN, task=instance, maskrcnn_*, is not benchmarked)
-BENCH_MODELS ?= $(filter-out maskrcnn_%,$(basename $(notdir $(wildcard conf/model/*.yaml))))
+# (the semantic models; Mask R-CNN, task=instance, maskrcnn_*, is not benchmarked; _*.yaml are
+# base configs that the others pull in)
+BENCH_MODELS ?= $(filter-out maskrcnn_% _%,$(basename $(notdir $(wildcard conf/model/*.yaml))))
 BENCH_ARGS ?= data.crop_size=256 data.dataset.min_size.train=256 \
 	data.dataset.max_size.train=256 data.batch_size=4 bench.warmup=2 bench.steps=2 \
 	bench.repeats=4 bench.onnx=false bench.loader_batches=5
