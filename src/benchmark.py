@@ -1,19 +1,14 @@
 """Benchmark a model: `python src/benchmark.py model=<name> data=<name> [overrides]`."""
 
-import os
-from pathlib import Path
+from omegaconf import DictConfig
 
-os.environ.setdefault("SEGLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from seglab import benchmark  # noqa: E402
+from seglab.benchmark.command import benchmark
+from seglab.entry_point import entry_point
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+@entry_point("benchmark")
 def main(cfg: DictConfig) -> None:
-    benchmark.run(cfg)
+    benchmark(cfg)
 
 
 if __name__ == "__main__":

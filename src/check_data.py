@@ -3,18 +3,13 @@
 Reads every sample of every configured split and reports all problems at once (a table and
 check_data.json in the run folder); exits with status 1 when it found any."""
 
-import os
-from pathlib import Path
+from omegaconf import DictConfig
 
-os.environ.setdefault("SEGLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from seglab.data.check import check_data  # noqa: E402
+from seglab.data.check import check_data
+from seglab.entry_point import entry_point
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="check_data")
+@entry_point("check_data")
 def main(cfg: DictConfig) -> None:
     if check_data(cfg)["problems"]:
         raise SystemExit(1)

@@ -1,19 +1,14 @@
 """Evaluate a checkpoint: `python src/eval.py ckpt_path=<file.ckpt> [split=val|test]`."""
 
-import os
-from pathlib import Path
+from omegaconf import DictConfig
 
-os.environ.setdefault("SEGLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from seglab import pipeline  # noqa: E402
+from seglab.entry_point import entry_point
+from seglab.pipeline import evaluate
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@entry_point("eval")
 def main(cfg: DictConfig) -> None:
-    pipeline.evaluate(cfg)
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

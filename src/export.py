@@ -1,19 +1,14 @@
 """Export a checkpoint: `python src/export.py ckpt_path=<file.ckpt> [format=onnx]`."""
 
-import os
-from pathlib import Path
+from omegaconf import DictConfig
 
-os.environ.setdefault("SEGLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from seglab import export  # noqa: E402
+from seglab.entry_point import entry_point
+from seglab.export import export
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@entry_point("export")
 def main(cfg: DictConfig) -> None:
-    export.export(cfg)
+    export(cfg)
 
 
 if __name__ == "__main__":

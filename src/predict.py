@@ -1,19 +1,14 @@
 """Segment images: `python src/predict.py ckpt_path=<file.ckpt> input=<image or folder>`."""
 
-import os
-from pathlib import Path
+from omegaconf import DictConfig
 
-os.environ.setdefault("SEGLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from seglab import pipeline  # noqa: E402
+from seglab.entry_point import entry_point
+from seglab.prediction import predict
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
-    pipeline.predict(cfg)
+    predict(cfg)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,15 @@
 """Train a segmentation model: `python src/train.py [group=option ...] [key=value ...]`."""
 
-import os
-from pathlib import Path
+from omegaconf import DictConfig
 
-os.environ.setdefault("SEGLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from seglab import pipeline  # noqa: E402
+from seglab.entry_point import entry_point
+from seglab.pipeline import train
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@entry_point("train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = pipeline.train(cfg)
     # The value a sweeper (e.g. Optuna) optimises.
-    return metrics.get(cfg.get("optimized_metric"))
+    return train(cfg).get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

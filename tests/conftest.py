@@ -1,13 +1,18 @@
-"""Shared fixtures: configs composed exactly as the entry scripts compose them, made tiny."""
+"""Fixtures and the test environment. What tests import (paths, tiny-run overrides, config
+composition) lives in ``helpers.py``; no test imports this file."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 
-from helpers import ROOT, TINY, compose_cfg
+from helpers import ROOT, tiny_cfg
 
 os.environ.setdefault("SEGLAB_ROOT", str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -24,26 +29,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 @pytest.fixture(autouse=True)
-def _reset_determinism():
+def _reset_determinism() -> Iterator[None]:
     """Lightning's trainer.deterministic=true switches torch to deterministic algorithms for
     the whole process; undo it so that one test's setting does not leak into the next."""
     yield
-    import torch
-
-    torch.use_deterministic_algorithms(False)
+    torch = sys.modules.get("torch")  # a test that never imported torch changed nothing
+    if torch is not None:
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.fixture
-def make_cfg(tmp_path):
-    """``make_cfg(name, *overrides, tiny=True, out="run")`` -> composed config."""
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``make_cfg(name, *overrides, tiny=True, out="run")`` -> the config composed as the
+    entry script ``name`` composes it, its run folder ``tmp_path / out``."""
 
     def _make(name: str = "train", *overrides: str, tiny: bool = True, out: str = "run"):
-        extra = TINY if tiny and name in ("train", "benchmark") else []
-        recipe = any(o.startswith("experiment=") for o in overrides)
-        if recipe or any(o.startswith("model=") for o in overrides):  # U-Net's tiny sizes
-            extra = [o for o in extra if not o.startswith("model.net.")]
-        if recipe or any(o.startswith("data=") for o in overrides):  # shapes' tiny sizes
-            extra = [o for o in extra if not o.startswith("data.dataset.")]
-        return compose_cfg(name, [*extra, *overrides], tmp_path / out)
+        return tiny_cfg(name, overrides, tmp_path / out, tiny=tiny)
 
     return _make

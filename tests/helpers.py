@@ -4,8 +4,10 @@ composing a config as the entry scripts do. Tests import it as ``helpers`` (pyte
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -40,3 +42,43 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> Dic
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def tiny_cfg(
+    name: str, overrides: Sequence[str], output_dir: Path, tiny: bool = True
+) -> DictConfig:
+    """``compose_cfg`` with ``TINY`` first for train and benchmark, less the tiny sizes that a
+    chosen model, data config or experiment recipe would not accept."""
+    extra = TINY if tiny and name in ("train", "benchmark") else []
+    recipe = any(o.startswith("experiment=") for o in overrides)
+    if recipe or any(o.startswith("model=") for o in overrides):  # U-Net's tiny sizes
+        extra = [o for o in extra if not o.startswith("model.net.")]
+    if recipe or any(o.startswith("data=") for o in overrides):  # shapes' tiny sizes
+        extra = [o for o in extra if not o.startswith("data.dataset.")]
+    return compose_cfg(name, [*extra, *overrides], output_dir)
+
+
+def assert_frozen_encoder(
+    net: torch.nn.Module, loss: Callable[[], torch.Tensor], steps: int = 1
+) -> None:
+    """The frozen-trunk check (``model.train_trunk=false``, ``net.freeze_encoder()``): the
+    encoder's parameters take no gradient and all others do; ``net.train()`` leaves the
+    encoder in eval mode; after ``steps`` SGD steps on ``loss()`` the encoder's weights and
+    BatchNorm statistics are bit-identical while the rest has trained."""
+    encoder = net.encoder
+    frozen = {id(p) for p in encoder.parameters()}
+    rest = {n: p for n, p in net.named_parameters() if id(p) not in frozen}
+    assert frozen and not any(p.requires_grad for p in encoder.parameters())
+    assert rest and all(p.requires_grad for p in rest.values())
+    net.train()
+    assert not any(m.training for m in encoder.modules())
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    rest_before = {n: p.detach().clone() for n, p in rest.items()}
+    opt = torch.optim.SGD(list(rest.values()), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    for key, value in encoder.state_dict().items():  # weights and BatchNorm buffers
+        assert torch.equal(before[key], value), key
+    assert any(not torch.equal(rest_before[n], p) for n, p in rest.items()), "nothing trained"

@@ -19,9 +19,10 @@ from PIL import Image
 from fixtures import _msrc_gt, make_camvid, make_folder, make_msrc
 from helpers import ROOT
 from seglab import pipeline
+from seglab.data.bad_samples import WorkerTraceback
 from seglab.data.camvid import CamVidDataset
 from seglab.data.check import check_data
-from seglab.data.datamodule import SegDataModule, WorkerTraceback
+from seglab.data.datamodule import SegDataModule
 from seglab.data.folder import FolderDataset
 from seglab.data.msrc import DB_NAME, MSRCDataset
 
@@ -252,12 +253,19 @@ def test_skip_trains_past_bad_files_and_reports_the_count(make_cfg, tmp_path, ca
     assert "val split: 1 bad sample(s) skipped" in text
 
 
-def test_on_bad_sample_is_validated_and_in_every_data_config():
+def test_on_bad_sample_is_validated_and_error_in_every_data_config(make_cfg):
     with pytest.raises(ValueError, match=r"data\.on_bad_sample='ignore'; use one of"):
         _folder_dm(Path("."), on_bad_sample="ignore")
-    for path in (ROOT / "conf" / "data").glob("*.yaml"):
-        if "defaults:" not in path.read_text():  # msrc22 inherits msrc's
-            assert "\non_bad_sample: error\n" in path.read_text(), path
+    options = [p.stem for p in (ROOT / "conf" / "data").glob("*.yaml")]
+    datasets = [o for o in options if not o.startswith("_")]  # _base: the shared defaults
+    assert "_base" in options and len(datasets) == len(options) - 1
+    for name in datasets:
+        data = make_cfg("train", f"data={name}").data
+        assert data.on_bad_sample == "error", name
+        # A dataset that drops unpaired files or bad annotations follows the same setting.
+        if "on_bad_sample" in data.dataset:
+            data.on_bad_sample = "skip"
+            assert data.dataset.on_bad_sample == "skip", name
 
 
 # ------------------------------------------------------------------------- check_data

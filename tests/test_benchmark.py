@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from seglab import benchmark
-from seglab.benchmark import flops_per_image, run
+from seglab.benchmark import training_loops
+from seglab.benchmark.command import benchmark
+from seglab.benchmark.flops import flops_per_image
+from seglab.benchmark.tables import markdown_table
 from seglab.export import check_onnx, export_onnx
 from seglab.models.unet import UNet
 
@@ -36,14 +38,14 @@ def test_benchmark_writes_every_key(make_cfg, tmp_path):
         "bench.loader_batches=2",
         "bench.flops_size=64",
     )
-    result = run(cfg)
+    result = benchmark(cfg)
     saved = json.loads((tmp_path / "run" / "benchmark.json").read_text())
     for key in KEYS:
         assert isinstance(saved[key], float) and saved[key] > 0, key
     assert saved == result
     assert saved["train.rounds"] == 2
     assert saved["train.ratio_min"] <= saved["train.ratio"] <= saved["train.ratio_max"]
-    header, _, row = benchmark.markdown_table(tmp_path).splitlines()
+    header, _, row = markdown_table(tmp_path).splitlines()
     assert row.startswith("| run |") and row.count("|") == header.count("|")
     assert (tmp_path / "run" / "model.onnx").is_file()
     # seglab's loop ran with the run's loggers: the training loss reached TensorBoard.
@@ -65,10 +67,10 @@ def test_training_loops_alternate_and_the_ratio_is_per_round(monkeypatch):
 
         return loop
 
-    monkeypatch.setattr(benchmark, "_train_seglab", fake("seglab", 0.1))
-    monkeypatch.setattr(benchmark, "_train_plain", fake("plain", 0.1))
+    monkeypatch.setattr(training_loops, "train_seglab", fake("seglab", 0.1))
+    monkeypatch.setattr(training_loops, "train_plain", fake("plain", 0.1))
     batch = {"image": torch.zeros(4, 3, 8, 8)}
-    out = benchmark._interleaved_training(None, batch, warmup=1, steps=5, rounds=4)
+    out = training_loops.interleaved_training(None, batch, warmup=1, steps=5, rounds=4)
     assert calls == ["seglab", "plain", "plain", "seglab"] * 2
     # In each round the loop that ran second was 1.5x slower: ratios 1.5, 1/1.5, 1.5, 1/1.5.
     assert out["ratio"]["min"] == pytest.approx(1 / 1.5)

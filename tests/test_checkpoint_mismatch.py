@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from helpers import TINY, compose_cfg
-from seglab import pipeline
+from seglab import checkpoints, pipeline
+from seglab.instantiators import build_module
 from seglab.models.unet import UNet
 
 CKPT_HOLDS = r"holds a UNet with num_classes=5 \(background, ellipse, .*\), in_channels=3 "
@@ -32,7 +33,8 @@ def no_build(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("built the model before refusing the checkpoint")
 
-    monkeypatch.setattr(pipeline, "build_module", refuse)
+    monkeypatch.setattr(pipeline, "build_module", refuse)  # train.py
+    monkeypatch.setattr(checkpoints, "build_module", refuse)  # eval.py (module_from_checkpoint)
 
 
 # ------------------------------------------------------------------ (a) resume: train.py
@@ -108,14 +110,14 @@ def test_eval_with_a_compatible_data_override_still_runs(make_cfg, ckpt):
 def test_weights_path_of_another_class_count(make_cfg, ckpt):
     cfg = make_cfg("train", "data=folder", f"model.weights_path={ckpt}")
     with pytest.raises(ValueError) as info:
-        pipeline.build_module(cfg)
+        build_module(cfg)
     msg = str(info.value)
     assert f"model.weights_path={ckpt} holds a seglab checkpoint of UNet with num_classes=5 " in msg
     assert "(data 'shapes')" in msg and "this run's UNet with num_classes=2" in msg
     assert "of another shape" in msg  # which tensors
     assert "model.pretrained=true" in msg and "from scratch" in msg
     # The same checkpoint fits the same model and classes: a new run from its weights.
-    same = pipeline.build_module(make_cfg("train", f"model.weights_path={ckpt}", out="same"))
+    same = build_module(make_cfg("train", f"model.weights_path={ckpt}", out="same"))
     assert same.loaded_weights.startswith("whole net")
 
 
@@ -126,7 +128,7 @@ def test_weights_path_state_dict_of_another_net(make_cfg, tmp_path, other):
     torch.save(UNet(**args).state_dict(), path)
     cfg = make_cfg("train", f"model.weights_path={path}")
     with pytest.raises(ValueError) as info:
-        pipeline.build_module(cfg)
+        build_module(cfg)
     msg = str(info.value)
     assert f"model.weights_path={path} holds a state dict, which does not fit this run's" in msg
     assert "UNet with num_classes=5" in msg and "of another shape" in msg

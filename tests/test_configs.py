@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 from fixtures import DATASETS
 from helpers import CONF
 from seglab.config import check_config, plain
-from seglab.pipeline import build_module, instantiate_all
+from seglab.instantiators import build_module, instantiate_all
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """A group's options; files starting with "_" hold keys its options share (defaults)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 GROUPS = [

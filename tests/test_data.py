@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from seglab.data.datamodule import pad_collate
+from seglab.data.collate import pad_collate
 from seglab.data.samplers import SeededSampler, UnpaddedDistributedSampler
 from seglab.data.shapes import ShapesDataset
 

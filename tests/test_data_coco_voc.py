@@ -23,7 +23,9 @@ from fixtures import (
     make_voc,
 )
 from seglab import pipeline
+from seglab.config import build
 from seglab.data.coco import CocoDataset
+from seglab.data.collate import instance_collate
 from seglab.data.voc import VOCDataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -140,6 +142,25 @@ def test_coco_cat_fast_dev_run(make_cfg, coco_root):
     assert cfg.data.num_classes == 2 and cfg.data.dataset.categories == ["cat"]
     metrics = pipeline.train(cfg)
     assert 0.0 <= metrics["val/miou"] <= 1.0
+
+
+def test_coco_instances_evaluation_keeps_images_without_objects(make_cfg, coco_root):
+    """An evaluation image with no object of the selected categories goes through the
+    box-aware pipeline as an empty target (it once raised inside albumentations)."""
+    overrides = ["task=instance", "data=coco_cat_instances", f"data.root={coco_root}"]
+    cfg = make_cfg("train", *overrides, tiny=False)
+    dm = build(cfg.data)
+    val = dm.dataset("val")
+    empty = [i for i in range(len(val)) if len(val.load_instances(i)[1]["labels"]) == 0]
+    assert empty  # the fixture has cat-free validation images
+    for key in (empty[0], (empty[0], 7)):
+        item = val[key]
+        h, w = item["image"].shape[-2:]
+        target = item["target"]
+        assert target["boxes"].shape == (0, 4) and target["masks"].shape == (0, h, w)
+        assert len(target["labels"]) == len(target["iscrowd"]) == len(target["area"]) == 0
+    batch = instance_collate([val[i] for i in range(len(val))])
+    assert len(batch["target"]) == len(val)
 
 
 # ------------------------------------------------------------------------------- VOC

@@ -11,14 +11,10 @@ from PIL import Image
 from torch.utils.data import Subset
 
 from fixtures import make_camvid
+from seglab.data.browse import run_browse
 from seglab.data.camvid import CamVidDataset
 from seglab.data.shapes import ShapesDataset
-from seglab.data.tools import (
-    class_statistics,
-    median_frequency_weights,
-    run_browse,
-    run_stats,
-)
+from seglab.data.stats import class_statistics, median_frequency_weights, run_stats
 from seglab.visualize import overlay
 
 # Hand-made label maps: classes 0 and 1, 255 = void, class 2 never present; two sizes.

@@ -13,8 +13,11 @@ from PIL import Image
 
 from helpers import TINY, compose_cfg
 from seglab import pipeline
-from seglab.export import export, export_onnx, read_onnx_metadata
+from seglab.export import LogitsOnly, check_onnx, export, export_onnx, read_onnx_metadata
+from seglab.models.autoencoder import ConvAutoencoder
+from seglab.models.pspnet import PyramidPooling, integral_avg_pool
 from seglab.models.unet import UNet
+from seglab.prediction import predict
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,7 @@ def test_predict_with_onnx_gives_the_checkpoints_masks(ckpt, images, make_cfg, t
             *extra,
             out=f"p_{name}",
         )
-        assert len(pipeline.predict(cfg)) == 4
+        assert len(predict(cfg)) == 4
         masks[name] = _masks(out)
     assert masks["onnx"]["a.png"].shape == (37, 53)
     assert masks["onnx"]["d.png"].shape == (70, 41)
@@ -100,15 +103,15 @@ def test_clear_errors(ckpt, make_cfg, tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         export(make_cfg("export", f"ckpt_path={ckpt}", "format=tflite"))
     with pytest.raises(ValueError, match="pass ckpt_path=<file.ckpt> or onnx_path"):
-        pipeline.predict(make_cfg("predict", f"input={tmp_path}"))
+        predict(make_cfg("predict", f"input={tmp_path}"))
     # An ONNX file without seglab's metadata (e.g. the benchmark's) cannot be predicted with.
     plain = export_onnx(
         UNet(5, depth=1, base_channels=2), torch.randn(1, 3, 16, 16), tmp_path / "x.onnx"
     )
     with pytest.raises(ValueError, match="no seglab metadata"):
-        pipeline.predict(make_cfg("predict", f"onnx_path={plain}", f"input={tmp_path}"))
+        predict(make_cfg("predict", f"onnx_path={plain}", f"input={tmp_path}"))
     with pytest.raises(FileNotFoundError, match="onnx_path"):
-        pipeline.predict(make_cfg("predict", f"onnx_path={tmp_path / 'no.onnx'}", "input=x"))
+        predict(make_cfg("predict", f"onnx_path={tmp_path / 'no.onnx'}", "input=x"))
 
 
 def test_pspnet_pooling_exports_to_onnx_with_dynamic_sizes(tmp_path):
@@ -117,8 +120,6 @@ def test_pspnet_pooling_exports_to_onnx_with_dynamic_sizes(tmp_path):
     sizes other than the traced one."""
     import onnxruntime as ort
     import torch.nn.functional as F
-
-    from seglab.models.pspnet import PyramidPooling, integral_avg_pool
 
     torch.manual_seed(0)
     for h, w in [(7, 11), (13, 5), (1, 9), (25, 31)]:
@@ -148,9 +149,6 @@ def test_pspnet_pooling_exports_to_onnx_with_dynamic_sizes(tmp_path):
 def test_autoencoder_exports_with_dynamic_sizes(tmp_path):
     """The autoencoder pads to a multiple of 16 from the runtime shape while exporting, so
     its ONNX and TorchScript files give PyTorch's logits at sizes other than the traced one."""
-    from seglab.export import LogitsOnly, check_onnx
-    from seglab.models.autoencoder import ConvAutoencoder
-
     torch.manual_seed(0)
     net = ConvAutoencoder(3).eval()
     path = export_onnx(net, torch.randn(1, 3, 64, 64), tmp_path / "ae.onnx")

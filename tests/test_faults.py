@@ -20,8 +20,10 @@ from torch import nn
 from helpers import ROOT, TINY
 from seglab import pipeline
 from seglab.checkpoint_io import AtomicCheckpointIO
+from seglab.checkpoints import load_checkpoint
+from seglab.instantiators import build_module
 from seglab.models.pretrained import load_pretrained
-from seglab.module import NonFiniteLossError
+from seglab.task_module import NonFiniteLossError
 
 # The subprocess runs: TINY, without the per-epoch TensorBoard figures, for many epochs (the
 # tests stop them long before the end).
@@ -267,7 +269,7 @@ def test_nonfinite_loss_skip_trains_past_the_bad_batch(make_cfg):
 
 def test_nonfinite_loss_option_is_checked(make_cfg):
     with pytest.raises(ValueError, match="model.nonfinite_loss='ignore'"):
-        pipeline.build_module(make_cfg("train", "model.nonfinite_loss=ignore"))
+        build_module(make_cfg("train", "model.nonfinite_loss=ignore"))
 
 
 # -- loading never runs code -------------------------------------------------------------------
@@ -291,13 +293,13 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused(tmp_path, make_cfg):
 
     refused = rf"{re.escape(str(evil))} is not a plain tensor checkpoint.*will not be loaded"
     with pytest.raises(ValueError, match=refused):
-        pipeline.load_checkpoint(evil)
+        load_checkpoint(evil)
     with pytest.raises(ValueError, match=refused):  # eval.py / predict.py
         pipeline.evaluate(make_cfg("eval", f"ckpt_path={evil}"))
     with pytest.raises(ValueError, match=refused):  # model.weights_path
         load_pretrained(nn.Conv2d(3, 2, 1), weights_path=str(evil))
     with pytest.raises(ValueError, match=refused):  # as the model config builds it
-        pipeline.build_module(make_cfg("train", f"model.weights_path={evil}"))
+        build_module(make_cfg("train", f"model.weights_path={evil}"))
     with pytest.raises(ValueError, match=refused):  # resuming: trainer.fit(ckpt_path=...)
         AtomicCheckpointIO().load_checkpoint(evil)
     assert not marker.exists()

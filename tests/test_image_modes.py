@@ -16,6 +16,7 @@ from seglab import pipeline
 from seglab.config import build, check_config
 from seglab.data import readers
 from seglab.data.readers import read_image
+from seglab.prediction_io import ImageFiles
 
 rng = np.random.default_rng(6)
 H, W = 30, 20  # the folder fixture's image size
@@ -132,14 +133,14 @@ def test_predict_reads_modes_like_the_datasets(tmp_path):
         expected.append(write_mode(path, mode))
         paths.append(path)
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
-    files = pipeline._ImageFiles(paths, False, mean, std)
+    files = ImageFiles(paths, False, mean, std)
     for k, rgb in enumerate(expected):
         i, image, x = files[k]
         assert i == k
         np.testing.assert_array_equal(image, rgb)
         want = (rgb / 255.0 - np.array(mean)) / np.array(std)
         torch.testing.assert_close(x, torch.from_numpy(want.transpose(2, 0, 1)).float())
-    grey = pipeline._ImageFiles(paths, True, [0.5], [0.25])
+    grey = ImageFiles(paths, True, [0.5], [0.25])
     for k in range(len(paths)):
         _, image, x = grey[k]
         assert image.shape == (H, W, 1) and x.shape == (1, H, W)

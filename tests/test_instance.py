@@ -21,11 +21,13 @@ from pycocotools.cocoeval import COCOeval
 
 from fixtures import make_coco
 from seglab import coco_eval, pipeline
-from seglab.data.instances import (
-    CocoInstancesDataset,
-    ShapesInstancesDataset,
-    boxes_from_masks,
-)
+from seglab.config import build
+from seglab.data.coco_instances import CocoInstancesDataset
+from seglab.data.instance_targets import boxes_from_masks
+from seglab.data.shapes_instances import ShapesInstancesDataset
+from seglab.instantiators import build_module
+from seglab.models.maskrcnn import HEAD_KEYS, MaskRCNN
+from seglab.prediction import predict
 
 # Fast: a 96..128 px resize, the trunk's weights not trained, few images.
 SMALL = [
@@ -256,7 +258,7 @@ def test_train_eval_predict_on_shapes(make_cfg, tmp_path):
     assert 0.0 <= metrics["val/mask_ap"] <= 1.0
     assert metrics["val/num_images"] == 2
     ckpt = torch.load(saved["best_checkpoint"], weights_only=True)
-    assert ckpt["seglab_config"]["model"]["_target_"] == "seglab.instance.InstanceModule"
+    assert ckpt["seglab_config"]["model"]["_target_"] == "seglab.instance_module.InstanceModule"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard")).Reload()
@@ -276,7 +278,7 @@ def test_train_eval_predict_on_shapes(make_cfg, tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(inputs / "a.png")
     Image.fromarray(rng.integers(0, 255, (90, 41), dtype=np.uint8)).save(inputs / "000042.jpg")
-    written = pipeline.predict(
+    written = predict(
         make_cfg(
             "predict", f"ckpt_path={saved['best_checkpoint']}", f"input={inputs}",
             f"output={tmp_path / 'pred'}", "score_thresh=0.0", "instance_masks=true",
@@ -311,8 +313,6 @@ def test_mask_rcnn_architectures():
     torchvision's ResNet-18 as its trunk and trains and predicts at any image size."""
     from torchvision.models import resnet18
     from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
-
-    from seglab.models.maskrcnn import MaskRCNN
 
     def count(m):
         return sum(p.numel() for p in m.parameters())
@@ -353,8 +353,6 @@ def test_whole_mask_rcnn_weights_load_all_but_the_class_heads():
     """COCO-style whole-model weights (91 classes) into a 5-class model: every tensor but the
     class-specific predictors is loaded; weights of the other architecture are refused."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
-
-    from seglab.models.maskrcnn import HEAD_KEYS, MaskRCNN
 
     coco = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
     net = MaskRCNN("maskrcnn_resnet50_fpn", num_classes=5)
@@ -402,7 +400,6 @@ def test_mask_rcnn_learns_to_separate_touching_objects_of_one_class(make_cfg):
     components of the class map (all a semantic model can offer) separate none of the pairs;
     the untrained Mask R-CNN none either; after 300 AdamW steps on these images,
     maskrcnn_resnet18_fpn gives both objects of most pairs their own mask."""
-    from seglab.models.maskrcnn import MaskRCNN
 
     dm = instantiate(make_cfg("train", *SMALL, tiny=False).data)
     ds = ShapesInstancesDataset(
@@ -463,11 +460,9 @@ def test_mask_rcnn_learns_to_separate_touching_objects_of_one_class(make_cfg):
 
 
 def test_a_few_steps_lower_the_loss(make_cfg):
-    from seglab.config import build
-
     cfg = make_cfg("train", *SMALL, tiny=False)
     torch.manual_seed(0)
-    module = pipeline.build_module(cfg)
+    module = build_module(cfg)
     dm = build(cfg.data)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -483,7 +478,7 @@ def test_a_few_steps_lower_the_loss(make_cfg):
         opt.step()
     assert losses[-1] < 0.7 * losses[0], losses
     # model.train_trunk=false freezes the ResNet trunk (and keeps it in eval mode).
-    frozen = pipeline.build_module(make_cfg("train", *SMALL, "model.train_trunk=false", tiny=False))
+    frozen = build_module(make_cfg("train", *SMALL, "model.train_trunk=false", tiny=False))
     assert not any(p.requires_grad for p in frozen.net.encoder.parameters())
     assert not frozen.train().net.encoder.training
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from seglab.models.fcdensenet import DENSENETS, DenseNetFCN, FCDenseNet
 from seglab.models.mobilenet_unet import MobileNetV2UNet
+from seglab.models.pretrained import load_pretrained
 
 TIRAMISU = {
     "56": dict(down_layers=[4] * 5, bottleneck_layers=4, growth_rate=12),
@@ -209,4 +210,7 @@ def test_densenet_loads_old_checkpoint_key_names():
 
 
 def test_tiramisu_has_no_pretrained_weights():
-    assert not hasattr(FCDenseNet(3, **TIRAMISU["56"]), "default_weights")
+    net = FCDenseNet(3, **TIRAMISU["56"])
+    assert net.default_weights is None
+    with pytest.raises(ValueError, match="has no pretrained encoder"):
+        load_pretrained(net, True)

@@ -1,7 +1,7 @@
 """Out of memory in a step (issue 6): a GPU's ``torch.OutOfMemoryError`` and a CPU
 allocator's ``RuntimeError`` come out of train / evaluate / predict as
-``seglab.guards.OutOfMemoryError`` (a subclass of both) naming the batch, the image size, the
-model and what to lower; a checkpoint saved before stays."""
+``seglab.out_of_memory.OutOfMemoryError`` (a subclass of both) naming the batch, the image
+size, the model and what to lower; a checkpoint saved before stays."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab import guards, pipeline
+from seglab import out_of_memory, pipeline
 from seglab.module import SegmentationModule
+from seglab.prediction import predict
 
 OOMS = {
     "cuda": lambda: torch.OutOfMemoryError(
@@ -49,7 +50,7 @@ def _fail_forward(monkeypatch, make_error, *, training: bool | None, after: int 
     return calls
 
 
-def _check(err: guards.OutOfMemoryError, original: type, *parts: str) -> str:
+def _check(err: out_of_memory.OutOfMemoryError, original: type, *parts: str) -> str:
     assert isinstance(err, torch.OutOfMemoryError) and isinstance(err, RuntimeError)
     assert isinstance(err, original)  # callers' except clauses still catch it
     assert type(err.__cause__) is original  # the original error, as raised
@@ -67,7 +68,7 @@ def test_oom_in_training_evaluation_and_prediction(make_cfg, tmp_path, monkeypat
     # Training: 4 steps an epoch; the 2nd step of epoch 2 runs out, after last.ckpt of epoch 1.
     cfg = make_cfg("train", "trainer.precision=32-true", "test=false")
     calls = _fail_forward(monkeypatch, make_error, training=True, after=5)
-    with pytest.raises(guards.OutOfMemoryError) as info:
+    with pytest.raises(out_of_memory.OutOfMemoryError) as info:
         pipeline.train(cfg)
     assert len(calls) == 6
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -86,7 +87,7 @@ def test_oom_in_training_evaluation_and_prediction(make_cfg, tmp_path, monkeypat
     assert torch.load(last, weights_only=True)["epoch"] == 0  # kept, and readable
     # Evaluation (eval.py): whole images, one at a time.
     _fail_forward(monkeypatch, make_error, training=False)
-    with pytest.raises(guards.OutOfMemoryError) as info:
+    with pytest.raises(out_of_memory.OutOfMemoryError) as info:
         pipeline.evaluate(make_cfg("eval", f"ckpt_path={last}", out="eval"))
     _check(
         info.value,
@@ -103,8 +104,8 @@ def test_oom_in_training_evaluation_and_prediction(make_cfg, tmp_path, monkeypat
     for k in range(3):
         Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(inputs / f"{k}.png")
     cfg = make_cfg("predict", f"ckpt_path={last}", f"input={inputs}", "num_workers=0", out="p")
-    with pytest.raises(guards.OutOfMemoryError) as info:
-        pipeline.predict(cfg)
+    with pytest.raises(out_of_memory.OutOfMemoryError) as info:
+        predict(cfg)
     _check(
         info.value,
         original,
@@ -119,7 +120,7 @@ def test_oom_in_training_evaluation_and_prediction(make_cfg, tmp_path, monkeypat
 def test_oom_in_validation_during_training(make_cfg, monkeypatch):
     cfg = make_cfg("train", "trainer.max_epochs=1", "inference.flip=true", "test=false")
     _fail_forward(monkeypatch, OOMS["cpu-windows"], training=False)
-    with pytest.raises(guards.OutOfMemoryError) as info:
+    with pytest.raises(out_of_memory.OutOfMemoryError) as info:
         pipeline.train(cfg)
     _check(
         info.value,
@@ -133,11 +134,11 @@ def test_oom_in_validation_during_training(make_cfg, monkeypatch):
 
 def test_only_out_of_memory_errors_are_rewritten():
     other = RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
-    assert not guards.is_oom(other) and not guards.is_oom(ValueError("out of memory"))
-    guards.raise_if_oom(other, {})  # not an OOM: nothing raised, the caller re-raises it
-    assert all(guards.is_oom(make()) for make in OOMS.values())
-    assert guards.is_oom(RuntimeError("CUDA error: out of memory"))
-    done = guards.OutOfMemoryError("explained")
-    guards.raise_if_oom(done, {})  # already explained: not wrapped twice
-    with pytest.raises(guards.OutOfMemoryError, match="a batch of unknown size"):
-        guards.raise_if_oom(OOMS["cuda"](), {})
+    assert not out_of_memory.is_oom(other) and not out_of_memory.is_oom(ValueError("out of memory"))
+    out_of_memory.raise_if_oom(other, {})  # not an OOM: nothing raised, the caller re-raises it
+    assert all(out_of_memory.is_oom(make()) for make in OOMS.values())
+    assert out_of_memory.is_oom(RuntimeError("CUDA error: out of memory"))
+    done = out_of_memory.OutOfMemoryError("explained")
+    out_of_memory.raise_if_oom(done, {})  # already explained: not wrapped twice
+    with pytest.raises(out_of_memory.OutOfMemoryError, match="a batch of unknown size"):
+        out_of_memory.raise_if_oom(OOMS["cuda"](), {})

@@ -1,5 +1,6 @@
-"""``src/reproduce.py``: the boundary F-score against a plain-Python computation, and the
-whole report (every finding trained on tiny fixtures) with its sections and figures."""
+"""``src/reproduce.py``: the boundary F-score against a plain-Python computation, the
+verdict rules (pure functions), and the whole report (every finding trained on tiny
+fixtures) with its sections and figures."""
 
 from __future__ import annotations
 
@@ -11,8 +12,25 @@ import re
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from fixtures import make_camvid, make_coco, make_msrc
+from helpers import compose_cfg
 from seglab.metrics import boundary_fscore
+from seglab.reproduce.command import reproduce
+from seglab.reproduce.training import budget_plan
+from seglab.reproduce.verdicts import (
+    CONFIRMED,
+    CONTRA,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_CONFIRMED,
+    PASS,
+    derived_metrics,
+    evaluate_check,
+    fmt,
+    verdict,
+)
 
 # ------------------------------------------------------------------------ boundary F-score
 
@@ -95,15 +113,147 @@ def test_boundary_fscore_matches_plain_python(tol):
     assert mean.item() == pytest.approx(sum(want) / len(want))
 
 
+# ------------------------------------------------------------------------------ verdicts
+VALUES = {
+    "a": {"miou": 0.50, "params": 20.0, "iou/cat": 0.40, "trivial_iou/cat": 0.30},
+    "b": {"miou": 0.40, "params": 100.0},
+    "zero": {"params": 0.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("check", "status"),
+    [
+        ({"kind": "better", "a": "a", "b": "b", "metric": "miou", "margin": 0.05}, PASS),
+        ({"kind": "better", "a": "a", "b": "b", "metric": "miou", "margin": 0.2}, INCONCLUSIVE),
+        ({"kind": "better", "a": "b", "b": "a", "metric": "miou", "margin": 0.05}, CONTRA),
+        ({"kind": "not_worse", "a": "b", "b": "a", "metric": "miou", "margin": 0.1}, PASS),
+        ({"kind": "not_worse", "a": "b", "b": "a", "metric": "miou", "margin": 0.05}, CONTRA),
+        (
+            {"kind": "better", "a": "b", "b": "a", "metric": "miou", "margin": 0.05, "floor": 0.6},
+            INCONCLUSIVE,
+        ),
+        (
+            {"kind": "ratio_at_most", "a": "a", "b": "b", "metric": "params", "max_ratio": 0.25},
+            PASS,
+        ),
+        (
+            {"kind": "ratio_at_most", "a": "b", "b": "a", "metric": "params", "max_ratio": 0.25},
+            CONTRA,
+        ),
+        (
+            {
+                "kind": "ratio_at_most",
+                "a": "a",
+                "b": "b",
+                "metric": "params",
+                "max_ratio": 0.1,
+                "contra_ratio": 0.5,
+            },
+            INCONCLUSIVE,
+        ),
+        (
+            {"kind": "ratio_at_least", "a": "b", "b": "a", "metric": "params", "min_ratio": 4},
+            PASS,
+        ),
+        (
+            {"kind": "ratio_at_least", "a": "a", "b": "b", "metric": "params", "min_ratio": 1.1},
+            CONTRA,
+        ),
+        (
+            {"kind": "ratio_at_least", "a": "a", "b": "zero", "metric": "params", "min_ratio": 1},
+            INCONCLUSIVE,
+        ),
+        ({"kind": "better", "a": "a", "b": "gone", "metric": "miou", "margin": 0.0}, INCONCLUSIVE),
+        ({"kind": "above_trivial", "run": "a", "class": "cat", "margin": 0.05}, PASS),
+        ({"kind": "above_trivial", "run": "a", "class": "cat", "margin": 0.2}, INCONCLUSIVE),
+        ({"kind": "above_trivial", "run": "b", "class": "cat", "margin": 0.0}, INCONCLUSIVE),
+        ({"kind": "at_least", "run": "a", "metric": "miou", "value": 0.5}, PASS),
+        ({"kind": "at_least", "run": "b", "metric": "miou", "value": 0.5}, INCONCLUSIVE),
+        ({"kind": "at_least", "run": "b", "metric": "bf", "value": 0.5}, INCONCLUSIVE),
+    ],
+)
+def test_evaluate_check_statuses(check, status):
+    assert evaluate_check(check, VALUES)["status"] == status
+
+
+def test_evaluate_check_details_say_why():
+    check = {"kind": "better", "a": "a", "b": "b", "metric": "miou", "margin": 0.05}
+    assert evaluate_check(check, VALUES)["detail"] == (
+        "a miou = 0.500, b = 0.400: difference +0.100; pass >= +0.05, contradicted <= -0.05"
+    )
+    floor = {**check, "floor": 0.6}
+    assert "both below the floor 0.6" in evaluate_check(floor, VALUES)["detail"]
+    missing = {**check, "b": "gone"}
+    assert evaluate_check(missing, VALUES)["detail"] == "gone: miou not available"
+    trivial = {"kind": "above_trivial", "run": "a", "class": "cat", "margin": 0.05}
+    assert evaluate_check(trivial, VALUES)["detail"] == (
+        "a IoU(cat) = 0.400 vs 0.350 (predicting cat everywhere: 0.300, + margin 0.05)"
+    )
+    ratio = {"kind": "ratio_at_most", "a": "a", "b": "b", "metric": "params", "max_ratio": 0.25}
+    assert evaluate_check(ratio, VALUES)["detail"].endswith(
+        "ratio 0.200; pass <= 0.25, contradicted >= 1.0"
+    )
+    with pytest.raises(ValueError, match="unknown check kind"):
+        evaluate_check({"kind": "worse", "a": "a", "b": "b", "metric": "miou"}, VALUES)
+
+
+def test_verdict_counts_only_voting_checks():
+    p, c, i = {"status": PASS}, {"status": CONTRA}, {"status": INCONCLUSIVE}
+    assert verdict([p, p]) == CONFIRMED
+    assert verdict([p, c]) == CONTRADICTED
+    assert verdict([p, i]) == NOT_CONFIRMED
+    assert verdict([]) == NOT_CONFIRMED
+    assert verdict([p, {**c, "counts": False}]) == CONFIRMED
+    assert verdict([{**p, "counts": False}]) == NOT_CONFIRMED
+
+
+def test_derived_metrics_from_the_confusion_matrix():
+    # rows: label, columns: prediction
+    cm = [[6, 2], [1, 3]]
+    result = {
+        "metrics": {"val/confusion_matrix": cm, "val/miou": 0.5, "val/iou/cat": 0.5},
+        "class_names": ["bg", "cat"],
+        "params": 7,
+    }
+    v = derived_metrics(result)
+    assert v["miou"] == 0.5 and v["iou/cat"] == 0.5 and v["iou/bg"] is None
+    assert v["precision/cat"] == pytest.approx(3 / 5) and v["recall/cat"] == pytest.approx(3 / 4)
+    assert v["trivial_iou/cat"] == pytest.approx(4 / 12) and v["trivial_iou/bg"] == 8 / 12
+    assert v["params"] == 7 and v["bf"] is None
+
+
+def test_budget_plan_scales_and_validates_the_last_epoch():
+    spec = OmegaConf.create({"epochs": 24, "val_points": 6, "train_batches": 8, "val_images": None})
+    assert budget_plan(spec, 1.0) == {
+        "epochs": 24,
+        "val_every": 4,
+        "train_batches": 8,
+        "val_images": None,
+    }
+    # 0.3: 7 epochs -> validate every epoch (7 // 6 = 1); 0.01: never below 1
+    assert budget_plan(spec, 0.3)["epochs"] == 7
+    assert budget_plan(spec, 0.01) == {
+        "epochs": 1,
+        "val_every": 1,
+        "train_batches": 1,
+        "val_images": None,
+    }
+    odd = OmegaConf.create({"epochs": 10, "val_points": 3})
+    assert budget_plan(odd, 1.0)["epochs"] == 12  # a multiple of val_every = 3
+
+
+def test_fmt():
+    assert fmt(None) == "-" and fmt(float("nan")) == "-"
+    assert fmt(0.12345) == "0.123" and fmt(1234.5) == "1234" and fmt(123456.0) == "123,456"
+    assert fmt(12) == "12" and fmt(0.5, 2) == "0.50"
+
+
 # ---------------------------------------------------------------------------- the report
 VERDICT = re.compile(r"^Verdict: (confirmed|not confirmed at this budget|contradicted)\b", re.M)
 
 
 def test_reproduce_writes_the_report_on_tiny_fixtures(tmp_path):
-    from conftest import compose_cfg
-    from fixtures import make_camvid, make_coco, make_msrc
-    from seglab import report
-
     coco = make_coco(tmp_path / "coco")
     msrc = make_msrc(tmp_path / "msrc", zipped=True)
     camvid = make_camvid(tmp_path / "camvid", counts=(("train", 2), ("val", 1)))
@@ -123,7 +273,7 @@ def test_reproduce_writes_the_report_on_tiny_fixtures(tmp_path):
         ],
         tmp_path / "report",
     )
-    path = report.reproduce(cfg)
+    path = reproduce(cfg)
     text = path.read_text()
 
     names = list(cfg.findings)
@@ -159,16 +309,13 @@ def test_reproduce_writes_the_report_on_tiny_fixtures(tmp_path):
 
 
 def test_reproduce_reports_missing_data_as_skipped(tmp_path):
-    from conftest import compose_cfg
-    from seglab import report
-
     missing = tmp_path / "nowhere"
     cfg = compose_cfg(
         "reproduce",
         ["findings=[msrc_trunk]", f"data_roots.msrc={missing}"],
         tmp_path / "report",
     )
-    text = report.reproduce(cfg).read_text()
+    text = reproduce(cfg).read_text()
     assert f"skipped: data not found at {missing}" in text
     assert len(VERDICT.findall(text)) == 1
     assert not (tmp_path / "report" / "runs").exists()

@@ -1,25 +1,39 @@
-"""Every model config: any input size, published parameter counts, it learns, the trunk
-freezes. One parametrised test per behaviour, over all of ``conf/model/``."""
+"""Every model config: its net keeps the network contract and freezes its encoder; any
+input size, published parameter counts, it learns. One parametrised test per behaviour, over
+all of ``conf/model/``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torchvision
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from helpers import CONF
+from helpers import CONF, assert_frozen_encoder
+from seglab.instantiators import build_module
 from seglab.models.autoencoder import ConvAutoencoder
+from seglab.models.base import SegmentationNet
 from seglab.models.fcn import FCN
-from seglab.models.segnet import SegNet
+from seglab.models.pretrained import PACKAGE_WEIGHTS
+from seglab.models.segnet import SegNet, unpool
 from seglab.models.torchvision_seg import TorchvisionSegmentation as TV
-from seglab.pipeline import build_module
 
-# The semantic models (Mask R-CNN, task=instance, is tested in test_instance.py).
-MODELS = sorted(
-    p.stem
-    for p in (CONF / "model").glob("*.yaml")
-    if "seglab.instance.InstanceModule" not in p.read_text()
-)
+
+def _module_target(model: str) -> str:
+    """The LightningModule a model config names, following its defaults in conf/model."""
+    cfg = OmegaConf.load(CONF / "model" / f"{model}.yaml")
+    if "_target_" in cfg:
+        return cfg._target_
+    return _module_target(next(d for d in cfg.defaults if d != "_self_"))
+
+
+# Every model config (files starting with "_" are the shared keys, not models) and the
+# semantic ones (Mask R-CNN, task=instance, trains in test_instance.py).
+ALL_MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem[0] != "_")
+INSTANCE = [m for m in ALL_MODELS if _module_target(m).endswith("InstanceModule")]
+MODELS = [m for m in ALL_MODELS if m not in INSTANCE]
 
 
 def _params(net: torch.nn.Module) -> int:
@@ -60,7 +74,7 @@ def test_parameter_counts(net, published, tolerance):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_model_learns_on_any_size_and_freezes_its_trunk(make_cfg, model):
+def test_model_learns_on_any_size(make_cfg, model):
     cfg = make_cfg("train", f"model={model}", "model.channels_last=false", tiny=False)
     torch.manual_seed(0)
     module = build_module(cfg)
@@ -97,33 +111,51 @@ def test_model_learns_on_any_size_and_freezes_its_trunk(make_cfg, model):
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
 
-    # Frozen trunk: encoder weights and BatchNorm buffers bit-identical after a step.
-    frozen = build_module(
-        make_cfg(
-            "train",
-            f"model={model}",
-            "model.train_trunk=false",
-            "model.channels_last=false",
-            tiny=False,
-            out="frozen",
-        )
-    )
-    frozen.train()
-    before = {k: v.clone() for k, v in frozen.net.encoder.state_dict().items()}
-    trainable = [p for p in frozen.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(trainable, lr=0.1)
-    loss, _ = frozen._loss(frozen(x), y)
-    loss.backward()
-    opt.step()
-    for key, value in frozen.net.encoder.state_dict().items():
-        assert torch.equal(before[key], value), key
+
+def _contract_loss(net: torch.nn.Module, instance: bool):
+    """A loss over everything the net outputs, on a tiny batch (two images: the image-pooling
+    BatchNorms of DeepLabV3+ and PSPNet need two to train)."""
+    torch.manual_seed(0)
+    if instance:  # Mask R-CNN: its own loss dict on one object per image
+        images = [torch.rand(3, 64, 64) for _ in range(2)]
+        masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+        masks[:, 8:40, 16:48] = 1
+        target = {"boxes": torch.tensor([[16.0, 8.0, 48.0, 40.0]]), "labels": torch.tensor([1])}
+        targets = [target | {"masks": masks}] * 2
+        return lambda: sum(net(images, targets).values())
+    x = torch.randn(2, 3, 32, 32)
+
+    def loss() -> torch.Tensor:
+        out = net(x)
+        outs = out.values() if isinstance(out, dict) else [out]
+        return sum(o.float().square().mean() for o in outs)
+
+    return loss
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_net_keeps_the_contract_and_freezes_its_encoder(make_cfg, model):
+    """What every net offers (seglab.models.base.SegmentationNet), and freeze_encoder():
+    no gradients for the encoder, its weights and BatchNorm statistics fixed through
+    training steps, while the rest trains."""
+    instance = model in INSTANCE
+    small = ["model.net.min_size=64", "model.net.max_size=64"] if instance else []
+    small += ["model.net.box_batch_size_per_image=32"] if instance else []
+    cfg = make_cfg("train", f"model={model}", *small, tiny=False)
+    torch.manual_seed(0)
+    net = instantiate(cfg.model.net)
+    assert isinstance(net, SegmentationNet)
+    assert isinstance(net.encoder, torch.nn.Module) and net.compile_dynamic in (None, False)
+    if net.default_weights is None:
+        with pytest.raises(ValueError, match="no pretrained"):
+            net.load_encoder_weights({})
+    elif net.default_weights not in PACKAGE_WEIGHTS:
+        torchvision.models.get_weight(net.default_weights)  # a name torchvision knows
+    net.freeze_encoder()
+    assert_frozen_encoder(net, _contract_loss(net, instance))
 
 
 def test_segnet_unpooling_equals_max_unpool_and_runs_deterministically():
-    import torch.nn.functional as F
-
-    from seglab.models.segnet import unpool
-
     x = torch.randn(2, 3, 7, 9)
     y, idx = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
     assert torch.equal(

@@ -1,6 +1,6 @@
-"""Callbacks: prediction overlays and the confusion matrix (what the model does), the
-checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C), and a ModelCheckpoint whose
-last.ckpt is always the latest state."""
+"""Callbacks: prediction overlays (semantic and instance) and the confusion matrix (what the
+model does), the checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C), and a
+ModelCheckpoint whose last.ckpt is always the latest state."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seglab.module import logits_to_labels, split_output
-from seglab.visualize import confusion_matrix_figure, denormalize, grid, overlay
+from seglab.visualize import confusion_matrix_figure, denormalize, draw_instances, grid, overlay
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +212,24 @@ class SegmentationVisualizer(L.Callback):
         if "val" in pl_module.last_confmat:
             fig = confusion_matrix_figure(pl_module.last_confmat["val"], pl_module.class_names)
             writer.add_figure("val/confusion_matrix", fig, step)
+
+
+class InstanceVisualizer(SegmentationVisualizer):
+    """After each validation epoch, logs to TensorBoard a grid of image / ground truth /
+    prediction for the first ``num_samples`` validation images: one colour per instance,
+    with its class name (and score)."""
+
+    def _row(self, pl_module, sample: dict[str, Any], image: np.ndarray, dm) -> list[np.ndarray]:
+        out = pl_module.detections([sample["image"].to(pl_module.device)])[0]
+        t, names = sample["target"], pl_module.class_names
+        return [
+            image,
+            draw_instances(image, t["masks"].numpy(), t["labels"].tolist(), None, names, self.alpha),
+            draw_instances(
+                image, out["masks"].cpu().numpy(), out["labels"].tolist(),
+                out["scores"].tolist(), names, self.alpha,
+            ),
+        ]  # fmt: skip
+
+    def _log_figures(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        """No figures beyond the grid (the instance task's metrics are AP tables)."""

@@ -6,8 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
+from seglab.checkpoint_checks import check_checkpoint_fits
 from seglab.checkpoint_io import safe_load
+from seglab.config import plain
+from seglab.instantiators import build_module
 from seglab.moved_targets import upgrade_targets
+from seglab.task_module import TaskModule
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -21,3 +27,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
     ckpt["seglab_config"] = upgrade_targets(ckpt["seglab_config"])
     return ckpt
+
+
+def module_from_checkpoint(
+    ckpt: dict[str, Any], run: DictConfig | None = None, *, path: Any = "the checkpoint"
+) -> tuple[TaskModule, DictConfig]:
+    """The module ``run`` describes (default: the checkpoint's own saved config) with the
+    checkpoint's weights, and that config. A checkpoint whose tensors do not fit the built
+    net is refused with a message naming both (``path`` names the file in it)."""
+    if run is None:
+        run = OmegaConf.create(ckpt["seglab_config"])
+    module = build_module(run, from_checkpoint=True)
+    check_checkpoint_fits(module.net, ckpt, path, plain(run), "evaluate")
+    module.load_state_dict(ckpt["state_dict"])
+    return module, run

@@ -5,7 +5,8 @@ picklable and independent of the device, so that DDP processes gather their reco
 rank 0, which evaluates exactly the real images (each once: duplicates by image id are
 dropped). Category ids are the data config's class ids (1..K; background 0 never occurs).
 Crowd ground truth (``iscrowd``) is handled by COCOeval itself: a detection matched to a
-crowd region counts neither as true nor as false positive.
+crowd region counts neither as true nor as false positive. ``print_ap_table`` shows the
+figures at the end of a run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from rich.console import Console
+from rich.table import Table
 
 SUMMARY = ("ap", "ap50", "ap75", "aps", "apm", "apl")
 
@@ -146,3 +149,32 @@ def evaluate(
             p = p[p > -1]
             out[f"{prefix}{name}_ap/{class_names[cat]}"] = float(p.mean()) if p.size else math.nan
     return out
+
+
+def print_ap_table(metrics: dict[str, Any], class_names: Sequence[str], stage: str) -> None:
+    """Per-class box and mask AP, then the COCO summary figures, as a rich table."""
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
+
+    table = Table(title=f"{stage} instance metrics (COCO AP, %)")
+    for col in ("class", "box AP", "mask AP", "IoU (pasted)"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name in class_names[1:]:
+        table.add_row(
+            name,
+            fmt(metrics.get(f"{stage}/bbox_ap/{name}")),
+            fmt(metrics.get(f"{stage}/mask_ap/{name}")),
+            fmt(metrics.get(f"{stage}/iou/{name}")),
+        )
+    table.add_section()
+    for key in SUMMARY:
+        label = {"ap": "AP", "ap50": "AP50", "ap75": "AP75"}.get(key, f"AP{key[-1]}")
+        table.add_row(
+            label,
+            fmt(metrics.get(f"{stage}/bbox_{key}")),
+            fmt(metrics.get(f"{stage}/mask_{key}")),
+            "",
+        )
+    table.add_row("mIoU (pasted masks)", "", "", fmt(metrics.get(f"{stage}/miou")))
+    Console().print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def cudnn_benchmark(deterministic: bool = False) -> bool:
     return torch.cuda.is_available() and not deterministic
 
 
-def _register_resolvers() -> None:
+def register_resolvers() -> None:
+    """The ``${seglab.*:}`` resolvers the configs use (idempotent; done at import)."""
     resolvers = {
         "seglab.precision": auto_precision,
         "seglab.cudnn_benchmark": cudnn_benchmark,
@@ -48,7 +50,7 @@ def _register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
 
 
-_register_resolvers()
+register_resolvers()
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -69,6 +71,12 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
     c = OmegaConf.to_container(cfg, resolve=True)
     c.pop("hydra", None)
     return c
+
+
+def model_name(run: Mapping[str, Any]) -> str:
+    """The net's class name in a (plain or OmegaConf) run config, e.g. ``UNet``."""
+    target = str(((run.get("model") or {}).get("net") or {}).get("_target_", "?"))
+    return target.rsplit(".", 1)[-1]
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from seglab.checkpoints import load_checkpoint, module_from_checkpoint
 from seglab.module import split_output
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def export_onnx(net: nn.Module, sample: torch.Tensor, path: str | Path, opset: i
 
 def check_onnx(net: nn.Module, path: str | Path, sample: torch.Tensor) -> float:
     """Max absolute difference between onnxruntime's and PyTorch's logits on ``sample``."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: only the ONNX format needs the runtime
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {"image": sample.float().numpy()})
@@ -92,7 +93,7 @@ def data_facts(run_cfg: DictConfig | dict) -> dict[str, Any]:
 
 def add_onnx_metadata(path: str | Path, facts: dict[str, Any]) -> None:
     """Stores ``facts`` as JSON under the ``seglab`` key of the ONNX file's metadata_props."""
-    import onnx
+    import onnx  # here: only the ONNX format needs it
 
     model = onnx.load(str(path))
     for prop in list(model.metadata_props):
@@ -104,7 +105,7 @@ def add_onnx_metadata(path: str | Path, facts: dict[str, Any]) -> None:
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The data facts ``export`` stored in an ONNX file (clear errors for other files)."""
-    import onnx
+    import onnx  # here: only the ONNX format needs it
 
     path = Path(path)
     if not path.is_file():
@@ -120,7 +121,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _providers() -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: only the ONNX format needs the runtime
 
     available = ort.get_available_providers()
     cuda = torch.cuda.is_available() and "CUDAExecutionProvider" in available
@@ -129,7 +130,7 @@ def _providers() -> list[str]:
 
 def onnx_predictor(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """An onnxruntime session as a tensor -> logits callable (what ``Inferer`` calls)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: only the ONNX format needs the runtime
 
     session = ort.InferenceSession(str(path), providers=_providers())
 
@@ -202,9 +203,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     """Exports ``cfg.ckpt_path``'s net to ``cfg.format``, checks the saved file against
     PyTorch on a random ``cfg.check_size`` sample, and writes ``export.json`` to the run
     folder; returns ``{path, format, max_abs_diff}``."""
-    from seglab.checkpoints import load_checkpoint
-    from seglab.instantiators import build_module
-
     fmt = str(cfg.get("format") or "onnx")
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -212,10 +210,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     check_size = _sizes(cfg.get("check_size", (2, 97, 131)), "check_size")
     if fmt == "export" and sample_size[0] == 1:
         raise ValueError("format=export needs sample_size with batch > 1 (1 is specialised)")
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    run = OmegaConf.create(ckpt["seglab_config"])
-    module = build_module(run, from_checkpoint=True)
-    module.load_state_dict(ckpt["state_dict"])
+    module, run = module_from_checkpoint(load_checkpoint(cfg.ckpt_path), path=cfg.ckpt_path)
     net = module.net.float().eval()
     facts = data_facts(run)
     channels = int(facts["in_channels"])

@@ -12,12 +12,19 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seglab import guards
 from seglab.config import build, plain
-from seglab.module import SegmentationModule
+from seglab.out_of_memory import StepRecorder
+from seglab.task_module import TaskModule
+
+# Keys of a model config that other parts of the config read, not the module's constructor
+# (dropped before it is built; old checkpoints' saved configs hold them too):
+# - encoder: interpolated into the net's own option (model.net.encoder: ${model.encoder});
+# - cpu_bf16: feeds the trainer's precision resolver (conf/trainer/default.yaml,
+#   ${seglab.precision:${oc.select:model.cpu_bf16,true}}).
+CONFIG_ONLY_MODEL_KEYS = ("encoder", "cpu_bf16")
 
 
-def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> SegmentationModule:
+def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> TaskModule:
     """The LightningModule for ``cfg.model`` with loss / optimizer / scheduler from their
     groups and the data facts (classes, ignore index, channels) from ``cfg.data``.
     ``from_checkpoint``: a checkpoint's weights follow, so pretrained weights are not loaded."""
@@ -25,8 +32,12 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> Segmentation
     scheduler = cfg.get("scheduler")
     start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
     inference = cfg.get("inference")
+    # Resolved first, so that what the dropped keys fed (e.g. net.encoder) keeps its value.
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in CONFIG_ONLY_MODEL_KEYS:
+        model.pop(key, None)
     module = build(
-        cfg.model,
+        model,
         **start,
         inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
         loss=instantiate(cfg.loss),
@@ -52,4 +63,4 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 def run_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The callbacks group of ``cfg``, and the step recorder that out-of-memory errors read."""
-    return [*instantiate_all(cfg.get("callbacks")), guards.StepRecorder()]
+    return [*instantiate_all(cfg.get("callbacks")), StepRecorder()]

@@ -17,6 +17,8 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
+from seglab import pipeline
+
 log = logging.getLogger(__name__)
 
 
@@ -89,8 +91,6 @@ def analyse(trace: list[tuple[int, float]], warmup_steps: int) -> dict[str, floa
 def run(cfg: Any) -> dict[str, Any]:
     """Trains with ``cfg`` (a composed ``memcheck`` config) and returns the trace with its
     analysis and verdict (``flat``), also written to ``memory.json`` in the run folder."""
-    from seglab import pipeline
-
     pipeline.train(cfg)
     out = Path(cfg.paths.output_dir) / "memory.json"
     result = json.loads(out.read_text())

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 # old "_target_" -> new "_target_"
-MOVED_TARGETS: dict[str, str] = {}
+MOVED_TARGETS: dict[str, str] = {
+    "seglab.instance.InstanceModule": "seglab.instance_module.InstanceModule",
+    "seglab.instance.InstanceVisualizer": "seglab.callbacks.InstanceVisualizer",
+    "seglab.data.instances.InstanceDataModule": "seglab.data.datamodule.InstanceDataModule",
+    "seglab.data.instances.ShapesInstancesDataset": (
+        "seglab.data.shapes_instances.ShapesInstancesDataset"
+    ),
+    "seglab.data.instances.CocoInstancesDataset": "seglab.data.coco_instances.CocoInstancesDataset",
+}
 
 
 def upgrade_targets(node: Any) -> Any:

@@ -1,9 +1,12 @@
-"""Turning label maps into pictures: palettes, overlays, grids, confusion-matrix figures."""
+"""Turning label maps into pictures: palettes, overlays, grids, confusion-matrix figures, and
+instances drawn one colour each with their class names."""
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -86,3 +89,44 @@ def confusion_matrix_figure(confmat: torch.Tensor | np.ndarray, class_names: Seq
                 )
     fig.tight_layout()
     return fig
+
+
+def instance_colours(n: int) -> list[tuple[int, int, int]]:
+    """``n`` well-separated colours (golden-ratio hues), one per instance."""
+    out = []
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((0.1 + i * 0.618034) % 1.0, 0.85, 1.0)
+        out.append((int(r * 255), int(g * 255), int(b * 255)))
+    return out
+
+
+def draw_instances(
+    image: np.ndarray,
+    masks: np.ndarray,
+    labels: Sequence[int],
+    scores: Sequence[float] | None,
+    class_names: Sequence[str],
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The image with each instance in its own colour, its outline, and its class name (and
+    score) at its top-left corner."""
+    out = image.astype(np.float32).copy()
+    colours = instance_colours(len(masks))
+    for m, c in zip(masks, colours, strict=True):
+        m = m.astype(bool)
+        out[m] = (1 - alpha) * out[m] + alpha * np.asarray(c, np.float32)
+    out = out.round().clip(0, 255).astype(np.uint8)
+    scale = max(0.3, min(image.shape[:2]) / 400)
+    for k, (m, c) in enumerate(zip(masks, colours, strict=True)):
+        m8 = m.astype(np.uint8)
+        if not m8.any():
+            continue
+        contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, c, 1)
+        ys, xs = np.nonzero(m8)
+        name = class_names[int(labels[k])] if int(labels[k]) < len(class_names) else "?"
+        text = name if scores is None else f"{name} {float(scores[k]):.2f}"
+        org = (int(xs.min()), max(int(ys.min()) - 2, 8))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, c, 1, cv2.LINE_AA)
+    return out

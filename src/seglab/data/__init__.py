@@ -1,1 +1,1 @@
-"""Datasets and the DataModule that serves them."""
+"""Datasets, the DataModules that serve them, and the tools that check and look at them."""

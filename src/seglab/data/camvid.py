@@ -16,15 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from seglab.data.base import SegmentationDataset
-from seglab.data.readers import (
-    check_same_size,
-    compact,
-    index_lut,
-    lookup,
-    pair_files,
-    read_label,
-    read_rgb,
-)
+from seglab.data.file_pairs import pair_files
+from seglab.data.label_tables import compact, index_lut, lookup
+from seglab.data.readers import check_same_size, read_label, read_rgb
 
 CLASSES = (
     "Sky",

@@ -30,7 +30,9 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from seglab.config import build
-from seglab.data.datamodule import sample_file, worker_init
+from seglab.data.bad_samples import BAD_FILE_ERRORS
+from seglab.data.datamodule import worker_init
+from seglab.data.subsets import sample_file
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class _Probe(Dataset):
     def __getitem__(self, i: int) -> tuple[int, tuple[int, int] | None, Any, str | None]:
         try:
             image, label = self.dataset.load(i)
-        except (ValueError, OSError) as e:  # a bad file: the message names it
+        except BAD_FILE_ERRORS as e:  # a bad file: the message names it
             return i, None, None, str(e)
         except Exception as e:  # anything else is reported too, with its type
             return i, None, None, f"{type(e).__name__}: {e}"
@@ -136,7 +138,9 @@ def _label_text(values: list[int], class_names: list[str], ignore_index: int) ->
     return shown + (f", ... ({len(values)} values)" if len(values) > 12 else "")
 
 
-def print_report(report: dict[str, Any], class_names: list[str], ignore_index: int, listed: int):
+def print_report(
+    report: dict[str, Any], class_names: list[str], ignore_index: int, listed: int
+) -> None:
     console = Console()
     table = Table(title=f"data '{report['data']}' at {report['root']}")
     for col in ("split", "images", "sizes (HxW)", "label values", "problems"):

@@ -163,7 +163,9 @@ def load_index(path: str | Path) -> CocoIndex:
     return _cached_index(str(path), st.st_mtime_ns, st.st_size)
 
 
-def _per_split(value: Any, split: str, default: Any) -> Any:
+def per_split(value: Any, split: str, default: Any) -> Any:
+    """This split's value of a setting given as one value or as a ``{split: value}``
+    mapping (``default`` for a split the mapping leaves out)."""
     return value.get(split, default) if isinstance(value, Mapping) else value
 
 
@@ -218,9 +220,9 @@ class CocoDataset(SegmentationDataset):
         count = np.bincount(owner[selected], minlength=n)
         area = np.bincount(owner[selected], weights=index.ann_area[selected], minlength=n)
         keep = np.ones(n, bool)
-        if _per_split(only_with_categories, split, False):
+        if per_split(only_with_categories, split, False):
             keep &= count > 0
-        min_area = float(_per_split(min_object_area, split, 0.0))
+        min_area = float(per_split(min_object_area, split, 0.0))
         if min_area > 0:
             keep &= area >= min_area
         self.positions = np.flatnonzero(keep)

@@ -1,31 +1,14 @@
-"""One LightningDataModule for every dataset.
+"""The LightningDataModules: one for every semantic dataset, one for instance datasets.
 
-The data config (``conf/data/<name>.yaml``) is the one place for a dataset's facts: class
-names, palette, ``num_classes``, ``ignore_index``, input channels and normalisation. Datasets
-are given as one partial constructor (``_partial_: true``) called as
-``dataset(split=..., transform=...)`` for each split, in ``setup``; augmentations
-are lists of albumentations transforms to which normalisation and tensor conversion are
-appended here, so the normalisation is written once.
+The data config (``conf/data/<name>.yaml``, over the shared defaults of
+``conf/data/_base.yaml``) is the one place for a dataset's facts: class names, palette,
+``num_classes``, ``ignore_index``, input channels and normalisation. Datasets are given as one
+partial constructor (``_partial_: true``) called as ``dataset(split=..., transform=...)`` for
+each split, in ``setup``; augmentations are lists of albumentations transforms to which
+normalisation and tensor conversion are appended here, so the normalisation is written once.
 
-Bad samples (``on_bad_sample``). Loaders read each dataset through ``GuardedDataset``, which
-turns the ``ValueError`` / ``OSError`` a bad file raises on loading (a corrupt image, a mask
-of another size, a label value not in the class table: the datasets' messages name the file)
-into a marker sample instead of raising inside a worker. ``pad_collate`` leaves markers out
-of the tensors and passes them on under ``"bad"``; ``SegDataLoader`` takes them out of each
-batch in the main process, whatever the number of workers, and then
-
-- ``on_bad_sample=error`` (default): raises the loading error there, as itself (its type and
-  message, the file first; a worker's traceback is chained as its cause), not buried in
-  PyTorch's "Caught ValueError in DataLoader worker process 0" text;
-- ``on_bad_sample=skip``: logs a warning naming the file and the problem the first time a
-  sample is skipped, counts every skip, drops batches left empty (a batch of only bad
-  samples never reaches the model) and raises if a whole pass over a split had nothing
-  but bad samples. ``teardown`` (the end of fit / validate / test) logs how many samples of
-  each split were skipped; ``skipped`` holds the counts. Datasets that find unpaired files
-  when they are built (folder, CamVid, MSRC) leave those out with a warning instead of
-  stopping, listed in their ``dropped``; these are reported at the end too.
-
-Errors that are not about a file (a bug, an out-of-memory) are never caught.
+Loaders read every split through the bad-sample guard of ``seglab.data.bad_samples``
+(``data.on_bad_sample``); ``teardown`` logs what was skipped, ``skipped`` holds the counts.
 """
 
 from __future__ import annotations
@@ -33,8 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -46,163 +28,18 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from seglab.data.bad_samples import ON_BAD_SAMPLE, GuardedDataset, SegDataLoader
+from seglab.data.collate import instance_collate, pad_collate
 from seglab.data.download import download
 from seglab.data.samplers import SeededSampler, UnpaddedDistributedSampler
+from seglab.data.subsets import unwrap
 
 log = logging.getLogger(__name__)
 
-ON_BAD_SAMPLE = ("error", "skip")
-# What loading a bad file raises (the datasets' and readers' errors name the file).
-BAD_FILE_ERRORS = (ValueError, OSError)
-
-
-def sample_file(dataset: Dataset, index: int) -> str | None:
-    """The file behind item ``index`` of a seglab dataset (its image), when it says."""
-    while isinstance(dataset, Subset):
-        dataset, index = dataset.dataset, dataset.indices[index]
-    samples = getattr(dataset, "samples", None)
-    if samples is not None:
-        first = samples[index]
-        return str(first[0] if isinstance(first, tuple | list) else first)
-    return None
-
-
-class WorkerTraceback(Exception):
-    """The traceback of a loading error in a DataLoader worker (chained as its cause)."""
-
-
-class GuardedDataset(Dataset):
-    """Returns a marker ``{"bad": ...}`` for a sample whose loading raises a bad-file error,
-    so that the error travels with the batch to the main process (see the module
-    docstring). ``skipped`` / ``bad`` / ``warned`` are kept by the main process's copy."""
-
-    def __init__(self, dataset: Dataset, split: str) -> None:
-        self.dataset, self.split = dataset, split
-        self.skipped = 0  # samples skipped, repeats (later epochs) included
-        self.bad: dict[int, str] = {}  # index -> "file: problem", each bad sample once
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        try:
-            return self.dataset[key]
-        except BAD_FILE_ERRORS as e:
-            index = key[0] if isinstance(key, tuple) else key
-            in_worker = torch.utils.data.get_worker_info() is not None
-            return {
-                "bad": {
-                    "index": int(index),
-                    "file": sample_file(self.dataset, index),
-                    "type": type(e),
-                    "message": str(e),
-                    # In the main process the exception itself (with its traceback) is kept.
-                    "error": None if in_worker else e,
-                    "traceback": "".join(traceback.format_exception(e)) if in_worker else "",
-                }
-            }
-
-    def describe(self, bad: dict[str, Any]) -> str:
-        message, file = bad["message"], bad["file"]
-        return message if file is None or file in message else f"{file}: {message}"
-
-    def record(self, bad: dict[str, Any]) -> None:
-        """Counts a skipped sample; warns the first time each sample is skipped."""
-        self.skipped += 1
-        if bad["index"] not in self.bad:
-            self.bad[bad["index"]] = self.describe(bad)
-            log.warning(
-                "on_bad_sample=skip: skipping %s sample %d, %s",
-                self.split,
-                bad["index"],
-                self.bad[bad["index"]],
-            )
-
-
-def raise_bad(bad: dict[str, Any]) -> None:
-    """Raises the loading error of a bad-sample marker in the main process: the exception
-    itself, or (from a worker) one of its type and message, the worker's traceback chained
-    as its cause."""
-    if bad["error"] is not None:
-        raise bad["error"]
-    try:
-        error = bad["type"](bad["message"])
-    except Exception:  # a type that wants other arguments
-        error = ValueError(bad["message"])
-    raise error from WorkerTraceback(
-        f"in a DataLoader worker, loading sample {bad['index']}:\n{bad['traceback']}"
-    )
-
-
-class SegDataLoader(DataLoader):
-    """A DataLoader over a ``GuardedDataset`` that takes the bad-sample markers out of each
-    batch in the main process and raises or skips them (``skip``), as the module docstring
-    says. Batches it yields hold only ``image``, ``mask`` and ``index``."""
-
-    def __init__(self, *args: Any, on_bad_sample: str = "error", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_bad_sample = on_bad_sample
-
-    def __iter__(self) -> Iterator[Any]:
-        guard = self.dataset if isinstance(self.dataset, GuardedDataset) else None
-        yielded = skipped = 0
-        for batch in super().__iter__():
-            bad = batch.pop("bad", None) if isinstance(batch, dict) else None
-            for b in bad or ():
-                if guard is None or self.on_bad_sample != "skip":
-                    raise_bad(b)
-                guard.record(b)
-                skipped += 1
-            if "image" in batch:
-                yielded += 1
-                yield batch
-        if skipped and not yielded and guard is not None:
-            raise ValueError(
-                f"on_bad_sample=skip: every sample of the {guard.split} split read in this "
-                f"pass was bad ({skipped} skipped, see the warnings above); nothing is left "
-                "to train or evaluate on. Run `python src/check_data.py` to list the problems"
-            )
-
-
-def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, Any]:
-    """Stacks samples; samples of different sizes are padded (bottom/right) to the largest,
-    images with 0 and masks with ``ignore_index``, so padding never counts in loss or metrics.
-    Bad-sample markers (``GuardedDataset``) are left out and passed on as ``"bad"``; a batch
-    of only bad samples is ``{"bad": [...]}``."""
-    bad = [s["bad"] for s in batch if "bad" in s]
-    if bad:
-        batch = [s for s in batch if "bad" not in s]
-        if not batch:
-            return {"bad": bad}
-        return {**pad_collate(batch, ignore_index), "bad": bad}
-    h = max(s["image"].shape[-2] for s in batch)
-    w = max(s["image"].shape[-1] for s in batch)
-    images = batch[0]["image"].new_zeros((len(batch), batch[0]["image"].shape[0], h, w))
-    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
-    for i, s in enumerate(batch):
-        ih, iw = s["image"].shape[-2:]
-        images[i, :, :ih, :iw] = s["image"]
-        masks[i, :ih, :iw] = s["mask"]
-    return {
-        "image": images,
-        "mask": masks,
-        "index": torch.tensor([s["index"] for s in batch]),
-    }
-
-
-def unwrap(dataset: Dataset) -> tuple[Dataset, list[int]]:
-    """The dataset that has ``load`` and the indices into it that ``dataset`` covers
-    (a ``Subset``, e.g. the DataModule's ``val_subset``, covers its ``indices``)."""
-    indices = list(range(len(dataset)))
-    while isinstance(dataset, Subset):
-        indices = [int(dataset.indices[i]) for i in indices]
-        dataset = dataset.dataset
-    if not hasattr(dataset, "load"):
-        raise TypeError(f"{type(dataset).__name__} has no load(i); seglab datasets have one")
-    return dataset, indices
-
 
 def worker_init(_: int) -> None:
+    """Sets up each DataLoader worker of the DataModule (and of the tools that read a dataset
+    as it does: check_data, data_stats, predict)."""
     # OpenCV's own thread pool inside each worker would oversubscribe the CPU.
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
@@ -213,6 +50,9 @@ def worker_init(_: int) -> None:
 
 
 class SegDataModule(L.LightningDataModule):
+    """The datasets, transforms and loaders of the splits of one semantic dataset; its
+    arguments are the data config's keys (see the module docstring)."""
+
     def __init__(
         self,
         dataset: Callable[..., Dataset],
@@ -280,10 +120,19 @@ class SegDataModule(L.LightningDataModule):
         self.resume: tuple[int, int] | None = None  # (epoch, samples to skip) on resume
 
     def _compose(self, transforms: Sequence[Any]) -> A.Compose:
+        """The config's transforms, then normalisation and tensor conversion."""
         return A.Compose(
             [*transforms, A.Normalize(mean=self.mean, std=self.std), ToTensorV2()],
             seed=self.seed,
+            **self._target_params(),
         )
+
+    def _target_params(self) -> dict[str, Any]:
+        """What ``A.Compose`` needs besides image and mask (none for semantic data)."""
+        return {}
+
+    def _collate(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return partial(pad_collate, ignore_index=self.ignore_index)
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` ('train', 'val' or 'test'), built on first use."""
@@ -345,7 +194,7 @@ class SegDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             drop_last=drop_last,
-            collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
+            collate_fn=self._collate(),
             worker_init_fn=worker_init,
             multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None,
             on_bad_sample=self.on_bad_sample,
@@ -422,3 +271,31 @@ class SegDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+class InstanceDataModule(SegDataModule):
+    """``SegDataModule`` with instance datasets and list batches. ``instance_min_size`` /
+    ``instance_max_size``: the resize range the instance models use for this data (read by
+    the model configs through interpolation)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        instance_min_size: int | None = None,
+        instance_max_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance_min_size, self.instance_max_size = instance_min_size, instance_max_size
+
+    def _target_params(self) -> dict[str, Any]:
+        """Boxes (x0 y0 x1 y1 pixels, clipped to the image, each joined to its instance by
+        ``instance_ids``) are transformed with the image and its masks."""
+        return {
+            "bbox_params": A.BboxParams(
+                format="pascal_voc", label_fields=["instance_ids"], clip=True
+            )
+        }
+
+    def _collate(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return instance_collate

@@ -32,17 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from seglab.data.base import SegmentationDataset
-from seglab.data.readers import (
-    as_colour_table,
-    check_same_size,
-    colours_to_labels,
-    compact,
-    index_lut,
-    lookup,
-    pair_files,
-    read_label,
-    read_rgb,
-)
+from seglab.data.file_pairs import pair_files, read_split_list
+from seglab.data.label_tables import as_colour_table, colours_to_labels, compact, index_lut, lookup
+from seglab.data.readers import check_same_size, read_label, read_rgb
 
 FORMATS = ("binary", "index", "rgb")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -100,10 +92,7 @@ class FolderDataset(SegmentationDataset):
         split_list = self.root / "splits" / f"{self.split}.txt"
         if split_list.is_file():
             keys = []
-            for line in split_list.read_text().splitlines():
-                name = line.strip()
-                if not name:
-                    continue
+            for name in read_split_list(split_list):
                 low = name.lower()
                 suffix = next((s for s in image_suffixes if low.endswith(s.lower())), "")
                 keys.append(name[: len(name) - len(suffix)] if suffix else name)

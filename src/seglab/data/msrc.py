@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from seglab.data.base import SegmentationDataset
-from seglab.data.readers import check_same_size, colours_to_labels, compact, read_rgb
+from seglab.data.file_pairs import read_split_list
+from seglab.data.label_tables import colours_to_labels, compact
+from seglab.data.readers import check_same_size, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +170,6 @@ def locate(
     if not _is_db(db):
         raise ValueError(f"MSRC: {zip_path} does not hold {DB_NAME}/Images and GroundTruth")
     return db, [base, db]
-
-
-def read_split_list(path: Path) -> list[str]:
-    """Image file names of a split list (CRLF or LF lines; blank lines skipped)."""
-    names = [line.strip() for line in path.read_text().splitlines()]
-    return [n for n in names if n]
 
 
 class MSRCDataset(SegmentationDataset):

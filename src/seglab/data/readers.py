@@ -1,22 +1,16 @@
 """Reading images and label files as the publishers store them, with errors that name the file.
 
-Shared by the file-based datasets (MSRC, CamVid, folder, VOC, COCO) and predict.py. A dataset
-that trains on a label it misread is worse than one that stops, so every decoder here refuses
-values it does not know (an unknown colour, an index out of range) with the file and the
-offending values in the message, instead of mapping them to some class or to void. Images of
-every mode are read by one set of rules (``read_image``).
+Shared by the file-based datasets (MSRC, CamVid, folder, VOC, COCO) and predict.py. Images of
+every mode are read by one set of rules (``read_image``); label files are read as stored
+(``read_label``) and turned into class ids by ``seglab.data.label_tables``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-log = logging.getLogger(__name__)
 
 # What PIL raises for a missing, truncated or not-an-image file.
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
@@ -127,182 +121,3 @@ def check_same_size(
             f"{label_path} is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
             f"{image_path} is {image.shape[1]}x{image.shape[0]}"
         )
-
-
-def _pack(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int64)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
-def colours_to_labels(
-    rgb: np.ndarray, table: Mapping[tuple[int, int, int], int], path: str | Path
-) -> np.ndarray:
-    """Maps an RGB label image (H, W, 3) to ids through ``table`` (colour -> id). A colour
-    that is not in the table is an error naming the file, the colour and where it first is."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"{path}: expected an RGB colour-coded label image, got {rgb.shape}")
-    codes, inverse = np.unique(_pack(rgb).ravel(), return_inverse=True)
-    packed = {(r << 16) | (g << 8) | b: v for (r, g, b), v in table.items()}
-    ids = np.empty(len(codes), np.int64)
-    for i, code in enumerate(codes.tolist()):
-        if code not in packed:
-            colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
-            y, x = np.argwhere((inverse == i).reshape(rgb.shape[:2]))[0]
-            raise ValueError(
-                f"{path}: colour {colour} (first at x={x}, y={y}, "
-                f"{int((inverse == i).sum())} pixels) is not in the colour table "
-                f"{sorted(table)}"
-            )
-        ids[i] = packed[code]
-    return ids[inverse].reshape(rgb.shape[:2])
-
-
-def lookup(
-    values: np.ndarray, lut: np.ndarray, path: str | Path, what: str = "label value"
-) -> np.ndarray:
-    """Maps integer label values through ``lut`` (entries < 0: not allowed), refusing values
-    outside the table with the file and the offending values in the message."""
-    values = np.asarray(values)
-    if values.dtype.kind not in "iub":
-        raise ValueError(f"{path}: expected integer labels, got {values.dtype}")
-    v = values.astype(np.int64)
-    bad = (v < 0) | (v >= len(lut))
-    if not bad.any():
-        out = lut[v]
-        bad = out < 0
-        if not bad.any():
-            return out
-    found = sorted(set(np.unique(v[bad]).tolist()))
-    allowed = [i for i in range(len(lut)) if lut[i] >= 0]
-    raise ValueError(f"{path}: {what}(s) {found[:10]} not allowed (allowed: {_ranges(allowed)})")
-
-
-def _ranges(values: Iterable[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2, 5' (short messages for long tables)."""
-    out: list[str] = []
-    for v in values:
-        if out and out[-1][1] == v - 1:
-            out[-1] = (out[-1][0], v)
-        else:
-            out.append((v, v))
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
-
-
-def index_lut(
-    num_classes: int, ignore_index: int, extra: Mapping[int, int] | None = None
-) -> np.ndarray:
-    """A lookup table that keeps 0..num_classes-1 and ``ignore_index`` and refuses the rest;
-    ``extra`` maps further stored values (e.g. CamVid's 11 -> ignore_index)."""
-    extra = dict(extra or {})
-    size = max([num_classes, ignore_index + 1, *(k + 1 for k in extra)])
-    lut = np.full(size, -1, np.int64)
-    lut[:num_classes] = np.arange(num_classes)
-    if ignore_index >= 0:
-        lut[ignore_index] = ignore_index
-    for k, v in extra.items():
-        lut[k] = v
-    return lut
-
-
-def as_colour_table(palette: Sequence[Sequence[int]]) -> dict[tuple[int, int, int], int]:
-    """{colour: class id} from a palette list (class i has colour palette[i]); two classes
-    with the same colour would make the table ambiguous."""
-    table: dict[tuple[int, int, int], int] = {}
-    for i, c in enumerate(palette):
-        colour = tuple(int(v) for v in c)
-        if len(colour) != 3:
-            raise ValueError(f"palette entry {i} ({list(c)}) is not an RGB triple")
-        if colour in table:
-            raise ValueError(f"palette: classes {table[colour]} and {i} share colour {colour}")
-        table[colour] = i  # type: ignore[index]
-    return table
-
-
-def compact(labels: np.ndarray) -> np.ndarray:
-    """uint8 when every id fits (what albumentations' OpenCV ops want), else int32."""
-    if labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255):
-        return labels.astype(np.uint8)
-    return labels.astype(np.int32)
-
-
-def list_files(folder: str | Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    """{path relative to ``folder`` without the suffix: file} for the files under ``folder``
-    (recursively) whose names end with one of ``suffixes`` (any case). Hidden files are
-    skipped; two files with the same key (``a.jpg`` and ``a.png``) are an error."""
-    folder = Path(folder)
-    lowered = [s.lower() for s in suffixes]
-    out: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        name = path.name.lower()
-        if name.startswith(".") or not path.is_file():
-            continue
-        suffix = next((s for s in lowered if name.endswith(s)), None)
-        if suffix is None:
-            continue
-        rel = path.relative_to(folder).as_posix()
-        key = rel[: len(rel) - len(suffix)]
-        if key in out:
-            raise ValueError(f"{out[key]} and {path} have the same name; keep only one")
-        out[key] = path
-    return out
-
-
-def pair_files(
-    image_dir: str | Path,
-    mask_dir: str | Path,
-    image_suffixes: Sequence[str],
-    mask_suffix: str,
-    keys: Sequence[str] | None = None,
-    dropped: list[tuple[str, str]] | None = None,
-) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs matched by name: the mask of ``<dir>/a.jpg`` is
-    ``<mask_dir>/a<mask_suffix>``. Every image needs a mask; with ``keys`` (a split list) only
-    those images are taken, otherwise a mask without an image is an error too (a mislabelled
-    or misplaced file is found now, not after training). A folder without any image is an
-    error as well.
-
-    ``dropped``: a list to collect ``(file, problem)`` of unpaired files in, instead of
-    stopping at them (``data.on_bad_sample=skip``): they are left out with a warning."""
-    image_dir, mask_dir = Path(image_dir), Path(mask_dir)
-    for d in (image_dir, mask_dir):
-        if not d.is_dir():
-            raise FileNotFoundError(f"folder {d} does not exist")
-    images = list_files(image_dir, image_suffixes)
-    masks = list_files(mask_dir, [mask_suffix])
-    if not images and keys is None:
-        raise ValueError(
-            f"{image_dir} holds no images (files ending in one of {list(image_suffixes)}): "
-            "an empty split; put the images there or leave the split out"
-        )
-    problems: list[tuple[str, str]] = []  # (file, what is wrong), for `dropped`
-    if keys is not None:
-        absent = [k for k in keys if k not in images]
-        if absent and dropped is None:
-            raise FileNotFoundError(
-                f"{len(absent)} listed images are not in {image_dir} (with a suffix in "
-                f"{list(image_suffixes)}), e.g. {absent[:3]}"
-            )
-        problems += [(str(image_dir / k), "listed image not found") for k in absent]
-        images = {k: images[k] for k in keys if k in images}
-    no_mask = [k for k in images if k not in masks]
-    if no_mask and dropped is None:
-        raise FileNotFoundError(
-            f"{len(no_mask)} images have no mask, e.g. {images[no_mask[0]]}: expected "
-            f"{mask_dir / (no_mask[0] + mask_suffix)}"
-        )
-    problems += [
-        (str(images[k]), f"no mask (expected {mask_dir / (k + mask_suffix)})") for k in no_mask
-    ]
-    if keys is None:
-        extra = [k for k in masks if k not in images]
-        if extra and dropped is None:
-            raise ValueError(
-                f"{len(extra)} masks have no image, e.g. {masks[extra[0]]}: expected an image "
-                f"{image_dir / extra[0]}<one of {list(image_suffixes)}>"
-            )
-        problems += [(str(masks[k]), "mask without an image") for k in extra]
-    for file, problem in problems:
-        log.warning("left out %s: %s", file, problem)
-    if dropped is not None:
-        dropped += problems
-    return [(images[k], masks[k]) for k in images if k in masks]  # name order, or the list's

@@ -3,9 +3,10 @@
 Classes differ by *shape* only. Colour and texture of every object are drawn from the same
 distributions whatever its class (random colour; flat, stripes, checkerboard or smooth noise),
 objects are randomly rotated, scaled and stretched, overlap and occlude each other, and
-images get sensor noise and vary in size. A model can only score well by learning shape. Sample ``i`` of a
-split is a pure function of ``(seed, split, i)``, so the dataset is identical on every machine
-and in every process, and costs nothing to store.
+images get sensor noise and vary in size. A model can only score well by learning shape.
+Sample ``i`` of a split is a pure function of ``(seed, split, i)``, so the dataset is
+identical on every machine and in every process, and costs nothing to store.
+``seglab.data.shapes_instances`` draws the same shapes as instance segmentation.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _texture(rng: np.random.Generator, h: int, w: int, kinds: tuple[int, ...]) -
     return cv2.resize(cells, (w, h), interpolation=cv2.INTER_CUBIC).clip(-1, 1)
 
 
-def _paint(
+def paint(
     rng: np.random.Generator,
     h: int,
     w: int,
@@ -78,28 +79,38 @@ def _polygon(cls: int, rng: np.random.Generator, cx: float, cy: float, r: float)
     return (pts @ rot.T + [cx, cy]).round().astype(np.int32)
 
 
+def paint_shape(
+    rng: np.random.Generator, image: np.ndarray, cls: int, cx: float, cy: float, r: float
+) -> np.ndarray:
+    """Draws an object of class ``cls`` (1 ellipse, 2 rectangle, 3 triangle, 4 star) centred
+    at (``cx``, ``cy``) with radius ``r`` into the float ``image``, in a colour and texture
+    that stand out from what lies beneath; returns the boolean region it covers."""
+    h, w = image.shape[:2]
+    region = np.zeros((h, w), np.uint8)
+    if cls == 1:  # ellipse
+        axes = (int(r), int(r * rng.uniform(0.8, 1.0)))
+        cv2.ellipse(region, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, 1, -1)
+    else:
+        cv2.fillPoly(region, [_polygon(cls, rng, cx, cy, r)], 1)
+    inside = region.astype(bool)
+    local = image[inside].mean(axis=0) if inside.any() else None
+    image[inside] = paint(rng, h, w, OBJ_AMP, OBJ_KINDS, avoid=local)[inside]
+    return inside
+
+
 def make_sample(
     seed: int, split: str, index: int, min_size: int, max_size: int, max_objects: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generates sample ``index`` of ``split``: (uint8 HxWx3 image, uint8 HxW label map)."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     h, w = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-    image = _paint(rng, h, w, BG_AMP, BG_KINDS)
+    image = paint(rng, h, w, BG_AMP, BG_KINDS)
     mask = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         cls = int(rng.integers(1, len(ShapesDataset.CLASSES)))
         r = rng.uniform(0.15, 0.3) * min_size  # object scale does not depend on image size
         cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
-        region = np.zeros((h, w), np.uint8)
-        if cls == 1:  # ellipse
-            axes = (int(r), int(r * rng.uniform(0.8, 1.0)))
-            cv2.ellipse(region, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, 1, -1)
-        else:
-            cv2.fillPoly(region, [_polygon(cls, rng, cx, cy, r)], 1)
-        inside = region.astype(bool)
-        local = image[inside].mean(axis=0) if inside.any() else None
-        image[inside] = _paint(rng, h, w, OBJ_AMP, OBJ_KINDS, avoid=local)[inside]
-        mask[inside] = cls
+        mask[paint_shape(rng, image, cls, cx, cy, r)] = cls
     image += rng.normal(0, rng.uniform(0, 10), size=image.shape).astype(np.float32)
     return image.clip(0, 255).astype(np.uint8), mask
 
@@ -133,7 +144,7 @@ class ShapesDataset(SegmentationDataset):
         max_size: Mapping[str, int] | int = 64,
         max_objects: int = 3,
         cache: bool = True,
-        transform=None,
+        transform: Any = None,
     ) -> None:
         super().__init__(transform)
         num_samples, min_size, max_size = split_settings(split, num_samples, min_size, max_size)
@@ -141,17 +152,25 @@ class ShapesDataset(SegmentationDataset):
         self.min_size, self.max_size, self.max_objects = min_size, max_size, max_objects
         # Generated samples are kept in memory (about 15 KB each at the default size):
         # epochs after the first cost nothing to produce.
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self._cache: dict[int, tuple[np.ndarray, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        sample = make_sample(
+    def generate(self, index: int) -> tuple[np.ndarray, Any]:
+        """Sample ``index``, made afresh: (image, label map)."""
+        return make_sample(
             self.seed, self.split, index, self.min_size, self.max_size, self.max_objects
         )
+
+    def sample(self, index: int) -> tuple[np.ndarray, Any]:
+        """``generate(index)``, made once when ``cache`` is on."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        sample = self.generate(index)
         if self._cache is not None:
             self._cache[index] = sample
         return sample
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.sample(index)

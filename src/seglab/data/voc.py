@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from seglab.data.base import SegmentationDataset
-from seglab.data.readers import check_same_size, compact, index_lut, lookup, read_label, read_rgb
+from seglab.data.file_pairs import read_split_list
+from seglab.data.label_tables import compact, index_lut, lookup
+from seglab.data.readers import check_same_size, read_label, read_rgb
 
 
 def _existing(path: Path, what: str) -> Path:
@@ -66,8 +68,7 @@ def find_sbd(root: str | Path) -> Path:
 
 def read_list(path: Path) -> list[str]:
     """Image ids of a split list, one a line."""
-    _existing(path, "split list")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_split_list(_existing(path, "split list"))
 
 
 def read_sbd_mask(path: Path) -> np.ndarray:

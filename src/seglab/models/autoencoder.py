@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.models.base import SegmentationNet
+
 
 def _stack(conv: type[nn.Module], cin: int, widths: list[int]) -> nn.Sequential:
     """[conv k4 s2 p1, BatchNorm, ReLU] per width: halves (Conv2d) or doubles
@@ -22,7 +24,7 @@ def _stack(conv: type[nn.Module], cin: int, widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(SegmentationNet):
     def __init__(self, num_classes: int, in_channels: int = 3, nc: int = 8) -> None:
         super().__init__()
         self.encoder = _stack(nn.Conv2d, in_channels, [nc, 2 * nc, 4 * nc, 8 * nc])

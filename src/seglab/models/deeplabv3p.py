@@ -1,11 +1,13 @@
-"""DeepLabV3+ (Chen et al., 2018): a dilated ResNet-50/101, ASPP and a light decoder.
+"""DeepLabV3+ (Chen et al., 2018): a dilated encoder (ResNet-50 by default), ASPP and a
+light decoder.
 
 ``aspp`` (atrous spatial pyramid pooling) runs five parallel branches on the final features
 (1x1 conv; three 3x3 convs with growing dilation; image pooling), each 256 channels with BN and
 ReLU, and projects their concatenation back to 256 (1x1, BN, ReLU, dropout 0.1 as in the
-reference TensorFlow code). ``decoder`` recovers boundaries DeepLabV3 blurs: layer1's stride-4
-features, reduced to 48 channels so they do not outweigh the semantics, are concatenated with
-the upsampled ASPP output and refined by two 3x3 convs (256) before the 1x1 classifier.
+reference TensorFlow code). ``decoder`` recovers boundaries DeepLabV3 blurs: the stride-4
+features (ResNet: layer1's), reduced to 48 channels so they do not outweigh the semantics,
+are concatenated with the upsampled ASPP output and refined by two 3x3 convs (256) before
+the 1x1 classifier.
 
 The dilation rates scale with the output stride: (6, 12, 18) at 16 and (12, 24, 36) at 8,
 unless ``aspp_rates`` says otherwise (the seed project trained with ``[4, 8, 14]``). The three
@@ -16,25 +18,27 @@ Bilinear upsampling to the low-level map's and then the input's exact size makes
 size work. BatchNorm in the image-pooling branch sees one value per channel and image, so
 training needs a batch of at least 2 (eval mode is fine with 1).
 
-``encoder="efficientnet_lite0"`` runs ASPP on an ImageNet-pretrained EfficientNet-Lite0's
-320-channel features instead (the last strided stage dilated for output stride 16 or 8) and the
-decoder on its stride-4 features (24 channels): 6.96M parameters at 5 classes.
+``encoder`` takes any name of the encoder table (``seglab.models.encoders``), dilated to
+``output_stride`` where it can be. ``encoder="efficientnet_lite0"`` runs ASPP on an
+ImageNet-pretrained EfficientNet-Lite0's 320-channel features instead (the last strided stage
+dilated for output stride 16 or 8) and the decoder on its stride-4 features (24 channels):
+6.96M parameters at 5 classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglab.models import efficientnet
+from seglab.models.base import EncoderDecoder
 from seglab.models.common import ConvBNReLU
-from seglab.models.resnet import BACKBONES, CHANNELS, ResNetBackbone
+from seglab.models.encoders import dilated_encoder
 
 DEFAULT_RATES = {16: (6, 12, 18), 8: (12, 24, 36), 32: (3, 6, 9)}
-ENCODERS = (*BACKBONES, efficientnet.NAME)
+LOW_LEVEL_STRIDE = 4  # the decoder's low-level features
 
 
 class AtrousConvBNReLU(nn.Sequential):
@@ -103,7 +107,7 @@ class Decoder(nn.Module):
         return self.classifier(self.fuse(torch.cat([high, low], dim=1)))
 
 
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(EncoderDecoder):
     def __init__(
         self,
         num_classes: int,
@@ -117,41 +121,30 @@ class DeepLabV3Plus(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.encoder_name = encoder
-        if encoder == efficientnet.NAME:
-            if output_stride not in (8, 16, 32):
-                raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-            self.encoder = efficientnet.efficientnet_lite0(
-                in_channels, output_stride, out_indices=(1, 4)
+        self.encoder = dilated_encoder(encoder, in_channels, output_stride)
+        if LOW_LEVEL_STRIDE not in self.encoder.strides:
+            raise ValueError(
+                f"deeplabv3p: encoder {encoder} has no features at stride {LOW_LEVEL_STRIDE} "
+                f"for the decoder (its strides: {self.encoder.strides})"
             )
-            self.default_weights = efficientnet.WEIGHTS
-            self.compile_dynamic = efficientnet.COMPILE_DYNAMIC
-            low, high = efficientnet.CHANNELS[1], efficientnet.CHANNELS[-1]
-        elif encoder in BACKBONES:
-            self.encoder = ResNetBackbone(encoder, in_channels, output_stride)
-            self.default_weights = self.encoder.default_weights
-            low, high = CHANNELS["layer1"], CHANNELS["layer4"]
-        else:
-            raise ValueError(f"deeplabv3p: model.encoder={encoder!r}; use one of {ENCODERS}")
+        self.low_level = self.encoder.strides.index(LOW_LEVEL_STRIDE)
+        if aspp_rates is None and output_stride not in DEFAULT_RATES:
+            raise ValueError(
+                f"deeplabv3p: no default aspp_rates at output stride {output_stride} (only at "
+                f"{sorted(DEFAULT_RATES)}): set model.net.aspp_rates"
+            )
         rates = DEFAULT_RATES[output_stride] if aspp_rates is None else aspp_rates
         self.aspp_rates = tuple(int(r) for r in rates)
-        self.aspp = ASPP(high, self.aspp_rates, aspp_channels, dropout)
+        self.aspp = ASPP(self.encoder.channels[-1], self.aspp_rates, aspp_channels, dropout)
         self.decoder = Decoder(
-            low, aspp_channels, num_classes, low_level_channels, decoder_channels
+            self.encoder.channels[self.low_level],
+            aspp_channels,
+            num_classes,
+            low_level_channels,
+            decoder_channels,
         )
-
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """ImageNet weights into the trunk: torchvision's ResNet (see ``ResNetBackbone``) or
-        EfficientNet-Lite0's."""
-        if self.encoder_name == efficientnet.NAME:
-            efficientnet.load_efficientnet_weights(self.encoder, state_dict)
-        else:
-            self.encoder.load_torchvision_weights(state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
-        if isinstance(features, dict):  # the ResNet's named stages
-            features = features["layer1"], features["layer4"]
-        low, high = features
-        logits = self.decoder(self.aspp(high), low)
+        logits = self.decoder(self.aspp(features[-1]), features[self.low_level])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

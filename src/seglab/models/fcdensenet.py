@@ -23,15 +23,16 @@ connection's size.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import replace_first_conv
-from seglab.models.pretrained import load_exact
+from seglab.models.state_dicts import load_exact, with_bn_counters
 
 # torchvision's DenseNet configurations: depth -> (growth rate, layers per dense block).
 DENSENETS = {121: (32, (6, 12, 24, 16)), 169: (32, (6, 12, 32, 32)), 201: (32, (6, 12, 48, 32))}
@@ -171,7 +172,7 @@ class TiramisuEncoder(nn.Module):
         return skips, x
 
 
-class FCDenseNet(nn.Module):
+class FCDenseNet(SegmentationNet):
     def __init__(
         self,
         num_classes: int,
@@ -212,7 +213,7 @@ class FCDenseNet(nn.Module):
         return self.head(self.decoder(x, skips[::-1]))
 
 
-class DenseNetFCN(nn.Module):
+class DenseNetFCN(SegmentationNet):
     """An FC-DenseNet whose downsampling path is torchvision's DenseNet-121/169/201.
 
     Skips: the stem's activation (stride 2) and the outputs of dense blocks 1-3 (strides 4, 8,
@@ -282,7 +283,7 @@ class DenseNetFCN(nn.Module):
         y = self.decoder(y, skips[::-1])
         return self.head(y)[..., : x.shape[-2], : x.shape[-1]]
 
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_encoder_weights(self, state_dict: Tensors) -> None:
         """Loads a torchvision DenseNet classification state dict (``features.*``; the
         classifier is ignored) into the encoder, old checkpoints' key names included."""
         features = {}
@@ -292,17 +293,3 @@ class DenseNetFCN(nn.Module):
                 legacy = _LEGACY_KEY.match(key)
                 features[legacy.group(1) + legacy.group(2) if legacy else key] = value
         load_exact(self.encoder, with_bn_counters(self.encoder, features), "DenseNet weights")
-
-
-def with_bn_counters(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Adds the BatchNorm ``num_batches_tracked`` counters that checkpoints saved before
-    PyTorch 0.4.1 lack (as ``load_state_dict`` itself tolerates), keeping the module's own."""
-    out = dict(state_dict)
-    for key, value in module.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in out:
-            prefix = key.removesuffix("num_batches_tracked")
-            if f"{prefix}running_mean" in out:  # only where the BatchNorm itself is supplied
-                out[key] = value
-    return out

@@ -15,7 +15,7 @@ class-specific predictors when the class count differs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,7 +34,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from seglab.models.pretrained import load_all_but_heads, load_exact
+from seglab.models.base import SegmentationNet, Tensors
+from seglab.models.state_dicts import load_all_but_heads, load_exact, with_bn_counters
 
 ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")
 # The small variant (not a torchvision model): ResNet-18, a 128-channel FPN, a 512-wide box head
@@ -45,7 +46,7 @@ SMALL_FPN_CHANNELS, SMALL_BOX_WIDTH = 128, 512
 HEAD_KEYS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
 
 
-class MaskRCNN(nn.Module):
+class MaskRCNN(SegmentationNet):
     """``forward(images, targets)``: a dict of losses in training mode, a list of
     ``{"boxes", "labels", "scores", "masks"}`` (masks: N x 1 x H x W probabilities at the
     input's size) in eval mode. ``images``: a list of normalised C x H x W tensors."""
@@ -137,18 +138,15 @@ class MaskRCNN(nn.Module):
     def encoder(self) -> nn.Module:
         return self.model.backbone.body
 
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_encoder_weights(self, state_dict: Tensors) -> None:
         """ImageNet ResNet-50 weights go into the trunk; whole torchvision Mask R-CNN weights
         load everything but the class-specific predictors when the class count differs."""
         if any(k.startswith("roi_heads.") for k in state_dict):
             what = f"Mask R-CNN weights do not fit {self.arch} (v1, v2 and r18 weights differ)"
             load_all_but_heads(self.model, state_dict, HEAD_KEYS, what)
             return
-        sd = dict(state_dict)
-        for k, v in self.encoder.state_dict().items():  # old ImageNet files lack these
-            if k.endswith("num_batches_tracked"):
-                sd.setdefault(k, v)
-        load_exact(self.encoder, sd, "ImageNet weights")
+        # Old ImageNet files lack BatchNorm's step counters: keep ours.
+        load_exact(self.encoder, with_bn_counters(self.encoder, state_dict), "ImageNet weights")
 
     def forward(
         self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None

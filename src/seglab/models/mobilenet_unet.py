@@ -19,15 +19,15 @@ ceil(size / 2), so each upsampled map (exactly twice its input) is cropped to it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torchvision
 from torch import nn
 
+from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import replace_first_conv
-from seglab.models.fcdensenet import with_bn_counters
-from seglab.models.pretrained import load_exact
+from seglab.models.state_dicts import load_exact, with_bn_counters
 
 # The strided inverted-residual blocks whose expansion activation is a skip (strides 2-16).
 SKIP_BLOCKS = (2, 4, 7, 14)
@@ -46,7 +46,7 @@ class UpBlock(nn.Sequential):
         )
 
 
-class MobileNetV2UNet(nn.Module):
+class MobileNetV2UNet(SegmentationNet):
     default_weights = "MobileNet_V2_Weights.IMAGENET1K_V1"
 
     def __init__(
@@ -96,7 +96,7 @@ class MobileNetV2UNet(nn.Module):
             y = torch.cat([up(y)[..., : skip.shape[-2], : skip.shape[-1]], skip], dim=1)
         return self.head(y)[..., : x.shape[-2], : x.shape[-1]]
 
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_encoder_weights(self, state_dict: Tensors) -> None:
         """Loads a torchvision MobileNetV2 classification state dict into the encoder; the
         last 1x1 convolution (``features.18``) and the classifier are not part of it."""
         features = {

@@ -1,11 +1,12 @@
-"""PSPNet (Zhao et al., 2017): a dilated ResNet-50/101 and the pyramid pooling module.
+"""PSPNet (Zhao et al., 2017): a dilated encoder (ResNet-50 by default; any name of the
+encoder table, ``backbone``) and the pyramid pooling module.
 
 The pyramid pooling module (``ppm``) average-pools the final features into 1x1, 2x2, 3x3 and
 6x6 grids (``bins``), reduces each to ``in / len(bins)`` channels (1x1 conv, BN, ReLU),
 upsamples them back and concatenates them with the features: global and sub-region context
 next to the local features. ``head`` fuses them (3x3 conv to 512, BN, ReLU, dropout 0.1, 1x1
-classifier). With ``aux_loss=True`` an auxiliary FCN head (``aux_head``) on layer3 adds the
-paper's deep supervision, returned as ``"aux"``.
+classifier). With ``aux_loss=True`` an auxiliary FCN head (``aux_head``) on the features
+before the last (ResNet: layer3) adds the paper's deep supervision, returned as ``"aux"``.
 
 Adaptive pooling and bilinear upsampling to the input's size make any input size work.
 BatchNorm after the 1x1 bin sees one value per channel and image, so training needs a batch
@@ -14,14 +15,15 @@ of at least 2 (eval mode, e.g. predicting a single image, is fine).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.models.base import EncoderDecoder
 from seglab.models.common import ConvBNReLU
-from seglab.models.resnet import CHANNELS, ResNetBackbone
+from seglab.models.encoders import dilated_encoder
 
 
 def integral_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
@@ -86,7 +88,7 @@ def fcn_head(in_channels: int, mid_channels: int, num_classes: int, dropout: flo
     )
 
 
-class PSPNet(nn.Module):
+class PSPNet(EncoderDecoder):
     def __init__(
         self,
         num_classes: int,
@@ -98,25 +100,18 @@ class PSPNet(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.encoder = ResNetBackbone(backbone, in_channels, output_stride)
-        self.default_weights = self.encoder.default_weights
-        self.ppm = PyramidPooling(CHANNELS["layer4"], tuple(bins))
+        self.encoder = dilated_encoder(backbone, in_channels, output_stride)
+        *_, aux_channels, channels = self.encoder.channels
+        self.ppm = PyramidPooling(channels, tuple(bins))
         self.head = fcn_head(self.ppm.out_channels, 512, num_classes, dropout)
-        self.aux_head = (
-            fcn_head(CHANNELS["layer3"], 256, num_classes, dropout) if aux_loss else None
-        )
-
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """torchvision ResNet ImageNet weights into the trunk (see ``ResNetBackbone``)."""
-        self.encoder.load_torchvision_weights(state_dict)
+        self.aux_head = fcn_head(aux_channels, 256, num_classes, dropout) if aux_loss else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         size = x.shape[-2:]
-        features = self.encoder(x)
-        out = self.head(self.ppm(features["layer4"]))
+        *_, mid, features = self.encoder(x)
+        out = self.head(self.ppm(features))
         out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         if self.aux_head is None:
             return out
-        aux = self.aux_head(features["layer3"])
-        aux = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+        aux = F.interpolate(self.aux_head(mid), size=size, mode="bilinear", align_corners=False)
         return {"out": out, "aux": aux}

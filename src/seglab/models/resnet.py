@@ -1,61 +1,62 @@
-"""A dilated ResNet-50/101 trunk for PSPNet and DeepLabV3+.
+"""torchvision's ResNets for the encoder table, dilated on request (DeepLabV3+, PSPNet).
 
-torchvision's ResNet with its last strides replaced by dilation (``replace_stride_with_dilation``)
-keeps the final feature map at 1/8 or 1/16 of the input instead of 1/32, so the heads see
-dense features without losing the receptive field. Only the convolutional layers are kept
-(no average pooling or classifier), under torchvision's own names (``conv1``, ``bn1``,
+``output_stride`` 8 or 16 replaces the last strides by dilation
+(``replace_stride_with_dilation``): the final features stay at 1/8 or 1/16 of the input
+instead of 1/32, dense for the heads without losing the receptive field. ResNet-18/34's basic
+blocks cannot be dilated (torchvision), so they stay at 32. Only the convolutional layers are
+kept (no average pooling or classifier), under torchvision's own names (``conv1``, ``bn1``,
 ``layer1`` ... ``layer4``): ImageNet weights load key for key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torchvision
-from torch import nn
 
+from seglab.models.base import Encoder, Tensors
 from seglab.models.common import replace_first_conv
-from seglab.models.pretrained import load_exact
-from seglab.models.torchvision_seg import BACKBONE_WEIGHTS
+from seglab.models.state_dicts import load_exact, with_bn_counters
 
-BACKBONES = ("resnet50", "resnet101")
 # Which of layer2 / layer3 / layer4 trade their stride 2 for dilation.
-DILATION = {8: [False, True, True], 16: [False, False, True]}
-# Channels of the features returned by ``ResNetBackbone.forward``.
-CHANNELS = {"layer1": 256, "layer3": 1024, "layer4": 2048}
+DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+BASIC = ("resnet18", "resnet34")  # basic blocks: no dilation
+RESNETS = (*BASIC, "resnet50", "resnet101")
 
 
-class ResNetBackbone(nn.Module):
-    """Returns ``{"layer1": stride 4, "layer3": stride 8 or 16, "layer4": output_stride}``:
-    the low-level features (DeepLabV3+'s decoder), the auxiliary head's input (PSPNet) and
-    the final features."""
+class ResNetEncoder(Encoder):
+    """Returns the stem's activation (stride 2, before max pooling) and the outputs of
+    layer1 (4), layer2 (8), layer3 (16, or 8 dilated) and layer4 (``output_stride``)."""
 
-    def __init__(
-        self, backbone: str = "resnet50", in_channels: int = 3, output_stride: int = 16
-    ) -> None:
+    def __init__(self, name: str, in_channels: int = 3, output_stride: int = 32) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-        if output_stride not in DILATION:
-            raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
-        net = getattr(torchvision.models, backbone)(
+        if name not in RESNETS:
+            raise ValueError(f"the ResNet encoder must be one of {RESNETS}, got {name!r}")
+        allowed = (32,) if name in BASIC else tuple(DILATION)
+        if output_stride not in allowed:
+            raise ValueError(
+                f"{name}: output_stride must be one of {allowed}, got {output_stride!r}"
+            )
+        net = getattr(torchvision.models, name)(
             weights=None, replace_stride_with_dilation=DILATION[output_stride]
         )
         if in_channels != 3:
             replace_first_conv(net, in_channels)
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
-            setattr(self, name, getattr(net, name))
-        self.name, self.output_stride = backbone, output_stride
-        self.default_weights = BACKBONE_WEIGHTS[backbone]
+        for part in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, part, getattr(net, part))
+        self.name = name
+        expansion = net.fc.in_features // 512  # 1 for basic blocks, 4 for bottlenecks
+        self.channels = (64, *(w * expansion for w in (64, 128, 256, 512)))
+        self.strides = (2, 4, 8, min(16, output_stride), output_stride)
+        self.default_weights = f"ResNet{name.removeprefix('resnet')}_Weights.IMAGENET1K_V1"
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        low = self.layer1(x)
-        mid = self.layer3(self.layer2(low))
-        return {"layer1": low, "layer3": mid, "layer4": self.layer4(mid)}
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        stem = self.relu(self.bn1(self.conv1(x)))
+        features = [stem, self.layer1(self.maxpool(stem))]
+        for layer in (self.layer2, self.layer3, self.layer4):
+            features.append(layer(features[-1]))
+        return features
 
-    def load_torchvision_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_weights(self, state_dict: Tensors) -> None:
         """Loads a torchvision ResNet classification state dict (``fc.*`` is ignored), or the
         ``backbone.*`` part of a torchvision segmentation model's (e.g. DeepLabV3-ResNet50 on
         COCO). Every trunk tensor must be supplied with the right shape and no other (but
@@ -77,5 +78,4 @@ class ResNetBackbone(nn.Module):
             )
         # Checkpoints saved before PyTorch 0.4.1 lack BatchNorm's step counter, which no
         # computation here uses: keep ours rather than refuse the file.
-        counters = {k: v for k, v in own.items() if k.endswith(".num_batches_tracked")}
-        load_exact(self, {**counters, **state_dict}, f"{self.name} weights")
+        load_exact(self, with_bn_counters(self, state_dict), f"{self.name} weights")

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import ConvBNReLU
-from seglab.models.fcn import VGG16_STAGES
-from seglab.models.pretrained import load_vgg_features
+from seglab.models.vgg import VGG16_STAGES, load_vgg_features
 
 
 class SegNetEncoder(nn.Module):
@@ -49,7 +49,7 @@ def unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Te
     return out.view(n, c, size[0], size[1])
 
 
-class SegNet(nn.Module):
+class SegNet(SegmentationNet):
     default_weights = "VGG16_BN_Weights.IMAGENET1K_V1"
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
@@ -65,7 +65,7 @@ class SegNet(nn.Module):
         self.decoder = nn.ModuleList(stages)
         self.head = nn.Conv2d(VGG16_STAGES[0][0], num_classes, 3, padding=1)
 
-    def load_encoder_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+    def load_encoder_weights(self, state_dict: Tensors) -> None:
         """torchvision's VGG16-BN ImageNet weights, as the SegNet paper initialised it."""
         load_vgg_features(self.encoder, state_dict, "VGG16-BN weights")
 

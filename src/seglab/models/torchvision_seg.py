@@ -6,14 +6,13 @@ Their heads upsample to the input's size, so any input size works.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torchvision
 from torch import nn
 
+from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import replace_first_conv
-from seglab.models.pretrained import load_all_but_heads, load_exact
+from seglab.models.state_dicts import load_all_but_heads, load_exact
 
 ARCHS = (
     "fcn_resnet50",
@@ -38,7 +37,7 @@ HEAD_KEYS = (
 )
 
 
-class TorchvisionSegmentation(nn.Module):
+class TorchvisionSegmentation(SegmentationNet):
     def __init__(
         self, arch: str, num_classes: int, in_channels: int = 3, aux_loss: bool = False
     ) -> None:
@@ -53,7 +52,7 @@ class TorchvisionSegmentation(nn.Module):
         self.model = model
         self.default_weights = BACKBONE_WEIGHTS[arch.split("_", 1)[1]]
 
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_encoder_weights(self, state_dict: Tensors) -> None:
         """ImageNet classification weights go into the backbone. The weights of a whole
         torchvision segmentation model (e.g. ``model.pretrained=
         FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1``) load everything but the class-specific

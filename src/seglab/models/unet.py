@@ -1,60 +1,37 @@
-"""U-Net (Ronneberger et al., 2015) with configurable depth and width.
+"""U-Net (Ronneberger et al., 2015) with configurable depth and width, on any encoder.
 
 Differences from the paper, as in most modern re-implementations: 'same' padding (so the
 output has the input's size and no tiling is needed) and optional BatchNorm. Any input size
 works without padding the input: pooling uses ceil mode and each upsampled map is cropped to
 its skip connection's size, so an image that is not a multiple of 16 sees no artificial
-border that training crops never showed. ``depth`` is the
-number of 2x downsamplings; the widths are ``base_channels * 2**level``. ``depth=4,
-base_channels=64, batch_norm=False, upsampling="transpose"`` is the paper's network (31.0M
-parameters at 2 classes).
+border that training crops never showed. With its own contracting path (``encoder="unet"``,
+``seglab.models.unet_encoder``), ``depth`` is the number of 2x downsamplings and the widths
+are ``base_channels * 2**level``. ``depth=4, base_channels=64, batch_norm=False,
+upsampling="transpose"`` is the paper's network (31.0M parameters at 2 classes).
 
-``encoder="efficientnet_lite0"`` puts the decoder on an ImageNet-pretrained EfficientNet-Lite0
-instead of the contracting path (``seglab.models.efficientnet``): skips at strides 2 / 4 / 8 /
-16 (16 / 24 / 40 / 112 channels), 320 channels at stride 32, ``decoder_channels`` (128, 64, 64,
-64) by default; the stride-2 logits are upsampled bilinearly to the input (3.74M parameters at
-5 classes). ``depth`` and ``base_channels`` shape the contracting path and must stay at their
+``encoder`` takes any name of the encoder table (``seglab.models.encoders``): every feature
+map but the last is a skip. ``encoder="efficientnet_lite0"`` puts the decoder on an
+ImageNet-pretrained EfficientNet-Lite0: skips at strides 2 / 4 / 8 / 16 (16 / 24 / 40 / 112
+channels), 320 channels at stride 32, ``decoder_channels`` (128, 64, 64, 64) by default; logits
+from a first skip at stride 2 are upsampled bilinearly to the input (3.74M parameters at 5
+classes). ``depth`` and ``base_channels`` shape the contracting path and must stay at their
 defaults (4, 64) with another encoder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglab.models import efficientnet
-from seglab.models.common import ConvBNReLU
+from seglab.models.base import EncoderDecoder
+from seglab.models.encoders import get_encoder, net_options
+from seglab.models.unet_encoder import DoubleConv
 
-ENCODERS = ("unet", efficientnet.NAME)
-
-
-class DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int, batch_norm: bool) -> None:
-        super().__init__(
-            ConvBNReLU(cin, cout, 3, batch_norm), ConvBNReLU(cout, cout, 3, batch_norm)
-        )
-
-
-class UNetEncoder(nn.Module):
-    """The contracting path; returns the feature map of every level (finest first)."""
-
-    def __init__(self, in_channels: int, widths: list[int], batch_norm: bool) -> None:
-        super().__init__()
-        self.stem = DoubleConv(in_channels, widths[0], batch_norm)
-        self.downs = nn.ModuleList(
-            DoubleConv(cin, cout, batch_norm)
-            for cin, cout in zip(widths[:-1], widths[1:], strict=True)
-        )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = [self.stem(x)]
-        for down in self.downs:
-            # ceil_mode: odd sizes keep their last row/column instead of dropping it.
-            features.append(down(F.max_pool2d(features[-1], 2, ceil_mode=True)))
-        return features
+# Decoder widths (deepest first) tuned for an encoder; any other: its skip widths mirrored.
+DECODER_CHANNELS = {"efficientnet_lite0": (128, 64, 64, 64)}
 
 
 class UpBlock(nn.Module):
@@ -79,7 +56,7 @@ class UpBlock(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-class UNet(nn.Module):
+class UNet(EncoderDecoder):
     def __init__(
         self,
         num_classes: int,
@@ -92,27 +69,13 @@ class UNet(nn.Module):
         decoder_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.default_weights: str | None = None  # ImageNet weights: none for U-Net's own encoder
-        if encoder == "unet":
-            if depth < 1:
-                raise ValueError(f"unet: depth must be >= 1, got {depth}")
-            channels = [base_channels * 2**i for i in range(depth + 1)]
-            self.encoder = UNetEncoder(in_channels, channels, batch_norm)
-            widths = channels[-2::-1]
-        elif encoder == efficientnet.NAME:
-            if (depth, base_channels) != (4, 64):
-                raise ValueError(
-                    f"unet: depth={depth} / base_channels={base_channels} shape U-Net's own "
-                    f"encoder, not {encoder}: leave them at 4 / 64 (or use model=unet)"
-                )
-            channels = list(efficientnet.CHANNELS)
-            self.encoder = efficientnet.efficientnet_lite0(in_channels)
-            self.compile_dynamic = efficientnet.COMPILE_DYNAMIC
-            self.default_weights = efficientnet.WEIGHTS
-            widths = [128, 64, 64, 64]
-        else:
-            raise ValueError(f"unet: model.encoder={encoder!r}; use one of {ENCODERS}")
-        widths = list(decoder_channels or widths)
+        options = {"depth": depth, "base_channels": base_channels, "batch_norm": batch_norm}
+        fixed = {"depth": 4, "base_channels": 64}
+        self.encoder = get_encoder(
+            encoder, in_channels, **net_options("unet", encoder, options, fixed)
+        )
+        channels = self.encoder.channels
+        widths = list(decoder_channels or DECODER_CHANNELS.get(encoder, channels[-2::-1]))
         if len(widths) != len(channels) - 1:
             raise ValueError(
                 f"unet: decoder_channels needs {len(channels) - 1} widths (one per skip, "
@@ -124,11 +87,6 @@ class UNet(nn.Module):
             cin = cout
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Conv2d(cin, num_classes, kernel_size=1)
-
-    def load_encoder_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """ImageNet weights of the EfficientNet-Lite0 encoder (the plain U-Net has none:
-        ``default_weights`` is None)."""
-        efficientnet.load_efficientnet_weights(self.encoder, state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *skips, y = self.encoder(x)

@@ -1,21 +1,17 @@
-"""Looking at a dataset before training on it: ``python src/data_stats.py`` and
-``python src/browse.py``.
+"""Class statistics of a split: ``python src/data_stats.py``.
 
 ``class_statistics`` counts the pixels of every class over a split (label maps read with the
 dataset's ``load``, in DataLoader workers, ``ignore_index`` not counted) and derives the
 median-frequency class weights of Eigen & Fergus (2015), as SegNet uses them:
 ``w_c = median(freq) / freq_c``, where ``freq_c`` is the pixels of class c divided by the
 (labelled) pixels of the images in which c is present, and the median runs over the classes
-present. A class never present gets weight 0 (and a warning). ``browse_grid`` tiles
-image / mask-overlay pairs of a split, raw or through the training augmentations.
+present. A class never present gets weight 0 (and a warning).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -24,14 +20,13 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from seglab.config import build, print_config_tree
-from seglab.data.datamodule import unwrap, worker_init
-from seglab.visualize import denormalize, grid, overlay
+from seglab.data.datamodule import worker_init
+from seglab.data.subsets import choose_indices, unwrap
 
 
 def _keep(batch: list[Any]) -> list[Any]:
@@ -163,7 +158,7 @@ def class_statistics(
     }
 
 
-def _pyplot():
+def _pyplot():  # matplotlib: an optional extra, only the plots need it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,34 +215,21 @@ def weights_line(weights: Sequence[float]) -> str:
     return "data.class_weights=[" + ",".join(f"{w:g}" for w in weights) + "]"
 
 
-def _choose(n: int, num: int | None, seed: int | None, shuffle: bool) -> list[int]:
-    """``num`` positions of ``n`` (all when null): a fixed random choice by ``seed``, sorted,
-    or the first ones."""
-    if num is None or num >= n:
-        return list(range(n))
-    if not shuffle:
-        return list(range(num))
-    rng = np.random.default_rng(0 if seed is None else seed)
-    return sorted(rng.choice(n, num, replace=False).tolist())
-
-
-def _relevant(cfg: DictConfig, *keys: str) -> DictConfig:
-    """The part of the (training) config these tools read: data, seed, paths and ``keys``."""
-    return OmegaConf.masked_copy(cfg, ["seed", "data", *keys, "paths"])
-
-
 def run_stats(cfg: DictConfig) -> dict[str, Any]:
     """``python src/data_stats.py``: counts ``stats.split`` and writes ``data_stats.json``,
     ``class_frequencies.png`` and ``image_sizes.png`` into the run folder."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print_config_tree(_relevant(cfg, "stats"), out_dir / "config_tree.log")
+    relevant = OmegaConf.masked_copy(cfg, ["seed", "data", "stats", "paths"])  # what it reads
+    print_config_tree(relevant, out_dir / "config_tree.log")
     data, opts = cfg.data, cfg.stats
     dm = build(data)
     # The whole split (a val_subset only shortens evaluation), or a fixed random part of it.
     base, _ = unwrap(dm.dataset(opts.split))
     indices = list(range(len(base)))
-    chosen = [indices[k] for k in _choose(len(indices), opts.max_images, cfg.get("seed"), True)]
+    chosen = [
+        indices[k] for k in choose_indices(len(indices), opts.max_images, cfg.get("seed"), True)
+    ]
     stats = class_statistics(
         Subset(base, chosen),
         data.num_classes,
@@ -284,81 +266,3 @@ def run_stats(cfg: DictConfig) -> dict[str, Any]:
     )
     print(weights_line(stats["class_weights"]), flush=True)  # plain print: no rich wrapping
     return stats
-
-
-def browse_grid(
-    dataset: Dataset,
-    palette: Sequence[Sequence[int]],
-    ignore_index: int = 255,
-    *,
-    num: int | None = 16,
-    seed: int | None = 0,
-    shuffle: bool = True,
-    transform: Any = None,
-    mean: Sequence[float] = (0.0, 0.0, 0.0),
-    std: Sequence[float] = (1.0, 1.0, 1.0),
-    cols: int = 4,
-    alpha: float = 0.5,
-) -> tuple[np.ndarray, list[int]]:
-    """A grid of (image, mask overlay) pairs, ``cols`` pairs a row, for ``num`` samples of
-    ``dataset`` (a fixed random choice by ``seed``, or the first ones). With ``transform``
-    (an albumentations pipeline ending in Normalize and ToTensorV2, like the DataModule's)
-    the samples go through it, seeded per sample, and are denormalised with ``mean``/``std``.
-    Ignored pixels show the image alone. Returns the RGB grid and the dataset indices shown."""
-    base, indices = unwrap(dataset)
-    chosen = [indices[k] for k in _choose(len(indices), num, seed, shuffle)]
-    pairs = []
-    for index in chosen:
-        image, mask = base.load(index)
-        if transform is not None:
-            sample_seed = (0 if seed is None else seed) * 1_000_003 + index
-            transform.set_random_seed(sample_seed)
-            random.seed(sample_seed)
-            out = transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-            image = denormalize(image, mean, std) if hasattr(image, "detach") else image
-            mask = mask.numpy() if hasattr(mask, "numpy") else np.asarray(mask)
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        mask = np.asarray(mask)
-        pairs += [image, overlay(image, mask, palette, alpha=alpha, ignore_index=ignore_index)]
-    per_row = 2 * max(1, cols)
-    rows = [pairs[i : i + per_row] for i in range(0, len(pairs), per_row)]
-    return grid(rows), chosen
-
-
-def run_browse(cfg: DictConfig) -> Path:
-    """``python src/browse.py``: writes ``browse_<split>.png`` into the run folder."""
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = ("split", "num", "shuffle", "augment", "cols", "alpha")
-    print_config_tree(_relevant(cfg, *keys), out_dir / "config_tree.log")
-    data = cfg.data
-    dm = build(data)
-    base, _ = unwrap(dm.dataset(cfg.split))  # the whole split, not the val subset
-    indices = list(range(len(base)))
-    canvas, shown = browse_grid(
-        Subset(base, indices),
-        data.palette,
-        data.ignore_index,
-        num=cfg.num,
-        seed=cfg.get("seed"),
-        shuffle=cfg.shuffle,
-        transform=dm.transforms["train"] if cfg.augment else None,
-        mean=data.mean,
-        std=data.std,
-        cols=cfg.cols,
-        alpha=cfg.alpha,
-    )
-    suffix = "_augmented" if cfg.augment else ""
-    path = out_dir / f"browse_{cfg.split}{suffix}.png"
-    Image.fromarray(canvas).save(path)
-    rows = math.ceil(len(shown) / max(1, cfg.cols))
-    Console().print(
-        f"{data.name} {cfg.split}: {len(shown)} of {len(indices)} samples "
-        f"(indices {shown[:16]}{' ...' if len(shown) > 16 else ''}), {rows} rows, "
-        f"{canvas.shape[1]}x{canvas.shape[0]} px -> {path}",
-        markup=False,
-    )
-    return path

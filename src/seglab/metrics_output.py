@@ -1,4 +1,4 @@
-"""End-of-run reports: the rich per-class table and ``metrics.json``."""
+"""A run's final metrics out: the rich per-class table on the console and ``metrics.json``."""
 
 from __future__ import annotations
 
