@@ -38,7 +38,8 @@ GROUPS = [
     + [("hparams_search", o) for o in _options("hparams_search")],
 )
 def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
-    cfg = make_cfg("train", f"{group}={option}")
+    task = ["task=instance"] if option.startswith("maskrcnn_") else []  # Mask R-CNN
+    cfg = make_cfg("train", *task, f"{group}={option}")
     check_config(cfg)  # no missing values, data and model agree
     plain(cfg)  # every interpolation resolves
     if group in ("data", "experiment", "debug"):
@@ -87,6 +88,8 @@ def test_mismatched_classes_and_missing_values_are_clear_errors(make_cfg):
         check_config(make_cfg("train", "model.net.num_classes=3"))
     with pytest.raises(ValueError, match="model.net.in_channels=1"):
         check_config(make_cfg("train", "model.net.in_channels=1"))
+    with pytest.raises(ValueError, match="instance-segmentation model: run it with task=instance"):
+        check_config(make_cfg("train", "model=maskrcnn_resnet18_fpn"))
     cfg = make_cfg("train")
     OmegaConf.update(cfg, "data.batch_size", "???")
     with pytest.raises(ValueError, match=r"config values missing: \['data.batch_size'\]"):

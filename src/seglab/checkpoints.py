@@ -12,7 +12,7 @@ from seglab.checkpoint_checks import check_checkpoint_fits
 from seglab.checkpoint_io import safe_load
 from seglab.config import plain
 from seglab.instantiators import build_module
-from seglab.moved_targets import upgrade_targets
+from seglab.moved_targets import upgrade_saved_config
 from seglab.task_module import TaskModule
 
 
@@ -25,7 +25,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = safe_load(path)
     if "seglab_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
-    ckpt["seglab_config"] = upgrade_targets(ckpt["seglab_config"])
+    ckpt["seglab_config"] = upgrade_saved_config(ckpt["seglab_config"])
     return ckpt
 
 

@@ -79,6 +79,10 @@ def model_name(run: Mapping[str, Any]) -> str:
     return target.rsplit(".", 1)[-1]
 
 
+# The instance task's LightningModule: it takes no loss group (task=instance sets loss: null).
+INSTANCE_MODULE = "seglab.instance_module.InstanceModule"
+
+
 def check_config(cfg: DictConfig) -> None:
     """Cheap consistency checks, run before any model or data is built."""
     missing = {k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")}
@@ -88,6 +92,11 @@ def check_config(cfg: DictConfig) -> None:
             f"{sorted(missing)[0]}=..."
         )
     data, net = cfg.data, cfg.model.get("net", {})
+    if cfg.model.get("_target_") == INSTANCE_MODULE and cfg.get("loss") is not None:
+        raise ValueError(
+            f"{model_name(plain(cfg))} is an instance-segmentation model: run it with "
+            "task=instance (e.g. python src/train.py task=instance model=maskrcnn_resnet18_fpn)"
+        )
     out = net.get("num_classes")
     if out is not None and out != data.num_classes and not (out == 1 and data.num_classes == 2):
         raise ValueError(

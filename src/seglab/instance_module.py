@@ -60,7 +60,6 @@ class InstanceModule(TaskModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        loss: Any = None,  # the model's own loss dict is the loss: the loss group is unused
         *,
         in_channels: int = 3,
         pretrained: bool | str = False,

@@ -36,11 +36,13 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> TaskModule:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for key in CONFIG_ONLY_MODEL_KEYS:
         model.pop(key, None)
+    # The loss group, where the task has one (task=instance: none, the net's own loss dict).
+    loss = {"loss": instantiate(cfg.loss)} if cfg.get("loss") is not None else {}
     module = build(
         model,
         **start,
+        **loss,
         inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
-        loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(scheduler) if scheduler and "_target_" in scheduler else None,
         num_classes=data.num_classes,

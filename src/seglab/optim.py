@@ -8,58 +8,58 @@ gives everything else (``conf/scheduler/``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def _with_warmup(
-    decay: Callable[[float], float], total_steps: int, warmup_steps: int, warmup_ratio: float
-) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return decay(min(1.0, progress))
+class WarmupDecayLR(LambdaLR):
+    """A linear warmup from ``warmup_ratio * base_lr`` over ``warmup_steps``, then
+    ``decay(t)`` (``t`` from 0 to 1 over the remaining steps) down to ``min_lr_ratio``.
+    Subclasses give the decay's shape."""
 
-    return factor
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int,
+        warmup_steps: int = 0,
+        warmup_ratio: float = 0.1,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
+        super().__init__(optimizer, self.factor)
+
+    def shape(self, t: float) -> float:
+        """From 1 at ``t = 0`` to 0 at ``t = 1``."""
+        raise NotImplementedError
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.warmup_ratio + (1 - self.warmup_ratio) * step / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(min(1.0, progress))
 
 
-class PolyLR(LambdaLR):
+class PolyLR(WarmupDecayLR):
     """lr = base_lr * (1 - t)^power after an optional linear warmup (DeepLab's 'poly')."""
 
     def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int,
-        power: float = 0.9,
-        warmup_steps: int = 0,
-        warmup_ratio: float = 0.1,
-        min_lr_ratio: float = 0.0,
+        self, optimizer: Optimizer, total_steps: int, power: float = 0.9, **warmup
     ) -> None:
-        def decay(t: float) -> float:
-            return min_lr_ratio + (1 - min_lr_ratio) * (1 - t) ** power
+        self.power = power  # read by the first step, inside LambdaLR's constructor
+        super().__init__(optimizer, total_steps, **warmup)
 
-        super().__init__(optimizer, _with_warmup(decay, total_steps, warmup_steps, warmup_ratio))
+    def shape(self, t: float) -> float:
+        return (1 - t) ** self.power
 
 
-class CosineLR(LambdaLR):
+class CosineLR(WarmupDecayLR):
     """Cosine decay to ``min_lr_ratio * base_lr`` after an optional linear warmup."""
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int,
-        warmup_steps: int = 0,
-        warmup_ratio: float = 0.1,
-        min_lr_ratio: float = 0.0,
-    ) -> None:
-        def decay(t: float) -> float:
-            return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-        super().__init__(optimizer, _with_warmup(decay, total_steps, warmup_steps, warmup_ratio))
+    def shape(self, t: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * t))
 
 
 def param_groups(net: nn.Module, lr_mult: dict[str, float] | None) -> list[dict]:

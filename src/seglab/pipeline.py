@@ -133,7 +133,7 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     return {
         "model": c["model"]["net"]["_target_"].rsplit(".", 1)[-1],
         "data": c["data"]["name"],
-        "loss": c["loss"]["_target_"].rsplit(".", 1)[-1],
+        "loss": (c.get("loss") or {"_target_": "none"})["_target_"].rsplit(".", 1)[-1],
         "optimizer": c["optimizer"]["_target_"].rsplit(".", 1)[-1],
         "lr": c["optimizer"].get("lr"),
         "weight_decay": c["optimizer"].get("weight_decay"),

@@ -77,9 +77,7 @@ def train_plain(cfg: DictConfig, batch: dict, steps: int) -> list[float]:
     module = build_module(cfg)
     net, loss_fn = module.net, module.loss
     device = default_device()
-    net.to(device).train()
-    if not module.train_trunk:
-        net.encoder.eval()
+    net.to(device).train()  # a frozen encoder stays in eval mode (SegmentationNet.train)
     fmt = torch.channels_last if module.channels_last else torch.contiguous_format
     optimizer = scale_group_lrs(module.optimizer_factory(param_groups(net, module.lr_mult)))
     schedule = module.scheduler_factory
