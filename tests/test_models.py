@@ -198,7 +198,10 @@ def test_encoder_options_that_another_encoder_takes_are_refused():
         FCN(3, encoder="resnet18", conv_type="ds")
     with pytest.raises(ValueError, match="cannot be dilated: set model.net.output_stride=32"):
         DeepLabV3Plus(3, encoder="vgg16")
-    with pytest.raises(ValueError, match=r"resnet18: output_stride must be one of \(32,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"encoder resnet18: output_stride 16 is not one of \(32,\); set model.net.output_stride=32",
+    ):
         DeepLabV3Plus(3, encoder="resnet18")
     with pytest.raises(ValueError, match="strides \\(8, 16, 32\\); encoder unet ends at"):
         FCN(3, encoder="unet")

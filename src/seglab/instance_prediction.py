@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from seglab import coco_eval
 from seglab.checkpoints import module_from_checkpoint
-from seglab.config import plain
+from seglab.config import INSTANCE_MODULE, plain
 from seglab.module import autocast
 from seglab.out_of_memory import raise_if_oom
 from seglab.prediction_io import (
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 
 def is_instance_run(run: dict[str, Any]) -> bool:
-    """Whether a saved run config trained an instance-segmentation module."""
-    return str(run.get("model", {}).get("_target_", "")).endswith(".InstanceModule")
+    """Whether a saved run config (upgraded on load) trained an instance-segmentation module."""
+    return run.get("model", {}).get("_target_") == INSTANCE_MODULE
 
 
 def predict_instances(cfg: DictConfig, ckpt: dict[str, Any]) -> list[Path]:

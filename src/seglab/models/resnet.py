@@ -34,7 +34,8 @@ class ResNetEncoder(Encoder):
         allowed = (32,) if name in BASIC else tuple(DILATION)
         if output_stride not in allowed:
             raise ValueError(
-                f"{name}: output_stride must be one of {allowed}, got {output_stride!r}"
+                f"encoder {name}: output_stride {output_stride!r} is not one of {allowed}; set "
+                f"model.net.output_stride={allowed[-1]}"
             )
         net = getattr(torchvision.models, name)(
             weights=None, replace_stride_with_dilation=DILATION[output_stride]
