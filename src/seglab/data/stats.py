@@ -180,6 +180,11 @@ def frequency_plot(
     ax.set_xticks(range(n), names, rotation=90 if n > 6 else 0)
     ax.set_ylabel("share of labelled pixels")
     ax.set_title(f"class frequencies ({stats['num_images']} images)")
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Writes a figure as a PNG and frees it (pyplot keeps every open figure otherwise)."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -204,10 +209,7 @@ def size_plot(stats: dict[str, Any], path: str | Path, max_bars: int = 25) -> Pa
             ax.set_xlabel(label)
             ax.set_ylabel("images")
     fig.suptitle(f"image sizes ({stats['num_images']} images)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def weights_line(weights: Sequence[float]) -> str:
