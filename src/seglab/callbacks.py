@@ -20,6 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from seglab.errors import InputError
 from seglab.module import logits_to_labels, split_output
 from seglab.visualize import confusion_matrix_figure, denormalize, draw_instances, grid, overlay
 
@@ -89,7 +90,7 @@ class InterruptCheckpoint(L.Callback):
 
     def __init__(self, dirpath: str | Path, filename: str = "interrupted") -> None:
         if not filename:
-            raise ValueError("InterruptCheckpoint: filename must not be empty")
+            raise InputError("InterruptCheckpoint: filename must not be empty")
         self.dirpath, self.filename = str(dirpath), filename
         self._signal = 0  # the signal received and not yet acted on (SIGTERM wins over SIGINT)
         self._agreed = False  # the ranks stopped together: the save may be collective

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from seglab.config import model_name
+from seglab.errors import InputError
 
 
 def _data_facts(data: Mapping[str, Any]) -> tuple[int, list[str], int]:
@@ -55,7 +56,7 @@ def check_checkpoint_data(
             "for this data first"
         )
     n, names, cin = _data_facts(data)
-    raise ValueError(
+    raise InputError(
         f"checkpoint {ckpt_path} holds a {_describe(saved)}, but this run's data "
         f"'{data.get('name', '?')}' has num_classes={n} ({_shown(names)}), in_channels={cin}. "
         f"To fix: {fix}."
@@ -104,7 +105,7 @@ def check_checkpoint_fits(
         if action == "resume"
         else "use the checkpoint's own model and data config"
     )
-    raise ValueError(
+    raise InputError(
         f"checkpoint {ckpt_path} holds a {_describe(saved)} whose weights do not fit this "
         f"run's {_describe(run)}: {' and '.join(problems)}.{options} To fix: {fix}."
     )

@@ -10,7 +10,8 @@ the new one under the final name, never a partial one; at worst a stale
 
 ``safe_load`` is ``torch.load(weights_only=True)``: plain tensors and containers only. A file
 whose pickle would build other objects (and so could run code, e.g. through ``__reduce__``)
-is refused with a ``ValueError`` naming the file, before any of its code runs.
+is refused with an ``InputError`` naming the file, before any of its code runs; a file that
+is not a checkpoint at all (truncated, empty) gets another message, with its size.
 """
 
 from __future__ import annotations
@@ -18,28 +19,56 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from seglab.errors import InputError, MissingFileError
+
+
+def _damaged(path: Path, reason: str) -> InputError:
+    size = path.stat().st_size if path.is_file() else 0
+    return InputError(
+        f"{path} is not a readable checkpoint ({size} bytes): {reason}. It may be truncated "
+        "(a copy or a save that did not finish) or not a PyTorch file at all; copy it again, "
+        "or use another checkpoint (last.ckpt or a best one in the run's checkpoints/ folder)"
+    )
+
 
 def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
-    """``torch.load`` restricted to tensors and plain containers; a file that needs more
-    (arbitrary classes or callables in its pickle) is refused with a clear ``ValueError``."""
+    """``torch.load`` restricted to tensors and plain containers. A file that is not a
+    checkpoint (truncated, empty, other bytes) and one whose pickle would build other objects
+    (and so could run code on load) are refused with two different ``InputError`` messages,
+    both naming the file; neither suggests turning the safety check off."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not zipfile.is_zipfile(path):  # seglab, Lightning and torch.save write zip archives
+        if head.startswith(b"PK"):
+            raise _damaged(path, "a zip archive whose end (central directory) is missing")
+        if not head.startswith(b"\x80"):  # nor torch's older plain-pickle format
+            what = "an empty file" if not head else f"it starts with {head!r}"
+            raise _damaged(path, what)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path} is not a plain tensor checkpoint: its pickle asks for objects other than "
-            "tensors and plain containers (which could run code on load), so it will not be "
-            f"loaded. torch.load(weights_only=True) said: {reason}. Use checkpoints written by "
-            "seglab / Lightning or a plain state dict (torch.save(model.state_dict(), ...)) "
-            "from a source you trust."
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None:  # not a pickle seglab could ever read
+            raise _damaged(path, "its contents are not a pickle of tensors") from None
+        raise InputError(
+            f"{path} was refused: loading it would build {found.group(1)}, which could run "
+            "code, and seglab loads only tensors and plain containers. Use a checkpoint "
+            "written by seglab / Lightning, or a plain state dict (torch.save(model."
+            "state_dict(), ...)) from a source you trust"
         ) from None
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _damaged(path, reason.split(". This is")[0]) from None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -95,5 +124,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if weights_only is False or "://" in str(path):  # asked for explicitly, or remote
             return super().load_checkpoint(path, map_location, weights_only)
         if not Path(path).is_file():
-            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+            raise MissingFileError(f"checkpoint {path} does not exist; pass ckpt_path=<file.ckpt>")
         return safe_load(path, map_location)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from seglab.checkpoint_checks import check_checkpoint_fits
 from seglab.checkpoint_io import safe_load
 from seglab.config import plain
+from seglab.errors import InputError, MissingFileError
 from seglab.instantiators import build_module
 from seglab.moved_targets import upgrade_saved_config
 from seglab.task_module import TaskModule
@@ -21,10 +22,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     that would need more is refused with a ``ValueError``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<file.ckpt>")
+        raise MissingFileError(f"checkpoint {path} does not exist; pass ckpt_path=<file.ckpt>")
     ckpt = safe_load(path)
     if "seglab_config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
+        raise InputError(f"{path} is not a seglab checkpoint (no seglab_config / state_dict)")
     ckpt["seglab_config"] = upgrade_saved_config(ckpt["seglab_config"])
     return ckpt
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seglab.checkpoints import load_checkpoint, module_from_checkpoint
+from seglab.errors import InputError, MissingFileError, SeglabError
 from seglab.module import split_output
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,11 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {path} does not exist; pass onnx_path=<file.onnx>")
+        raise MissingFileError(f"ONNX model {path} does not exist; pass onnx_path=<file.onnx>")
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
-        raise ValueError(
+        raise InputError(
             f"{path} has no seglab metadata (mean, std, palette, ...); export it with "
             "`python src/export.py ckpt_path=<file.ckpt> format=onnx`"
         )
@@ -162,7 +163,7 @@ def _write(
         try:
             export_onnx(net, sample, path, opset)
         except Exception as err:
-            raise RuntimeError(
+            raise SeglabError(
                 f"ONNX export (opset {opset}) failed for model {name} "
                 f"({type(err).__name__}: {str(err)[:500]}); try format=torchscript or export"
             ) from err
@@ -172,7 +173,7 @@ def _write(
             with torch.no_grad():
                 traced = torch.jit.trace(wrapped, (sample,), check_trace=False)
         except Exception as err:
-            raise RuntimeError(
+            raise SeglabError(
                 f"torch.jit.trace failed for model {name} ({type(err).__name__}: {err}); "
                 "use format=onnx"
             ) from err
@@ -185,7 +186,7 @@ def _write(
                     wrapped, (sample,), dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}}
                 )
         except Exception as err:
-            raise RuntimeError(
+            raise SeglabError(
                 f"torch.export failed for model {name} with dynamic batch/height/width "
                 f"({type(err).__name__}: {str(err)[:500]}); use format=onnx or torchscript"
             ) from err
@@ -195,7 +196,7 @@ def _write(
 def _sizes(value: Sequence[int], what: str) -> tuple[int, int, int]:
     sizes = tuple(int(v) for v in value)
     if len(sizes) != 3 or min(sizes) < 1:
-        raise ValueError(f"{what} must be [batch, height, width], got {list(value)}")
+        raise InputError(f"{what} must be [batch, height, width], got {list(value)}")
     return sizes  # type: ignore[return-value]
 
 
@@ -205,11 +206,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     folder; returns ``{path, format, max_abs_diff}``."""
     fmt = str(cfg.get("format") or "onnx")
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        raise InputError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     sample_size = _sizes(cfg.get("sample_size", (2, 64, 64)), "sample_size")
     check_size = _sizes(cfg.get("check_size", (2, 97, 131)), "check_size")
     if fmt == "export" and sample_size[0] == 1:
-        raise ValueError("format=export needs sample_size with batch > 1 (1 is specialised)")
+        raise InputError("format=export needs sample_size with batch > 1 (1 is specialised)")
     module, run = module_from_checkpoint(load_checkpoint(cfg.ckpt_path), path=cfg.ckpt_path)
     net = module.net.float().eval()
     facts = data_facts(run)
@@ -228,7 +229,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         try:
             got = _loaded(fmt, path)(x)
         except Exception as err:
-            raise ValueError(
+            raise InputError(
                 f"the exported {fmt} model {path} fails on a {list(x.shape)} input (traced "
                 f"on {list(sample.shape)}): {type(err).__name__}: {str(err)[:500]}\n"
                 "The saved file only accepts some sizes (for format=export: the shape "
@@ -236,7 +237,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
                 "for any size, or check_size=[batch,height,width] at a size it must accept."
             ) from err
     if got.shape != expected.shape:
-        raise ValueError(
+        raise InputError(
             f"the exported {fmt} model {path} gives logits of shape {list(got.shape)} for a "
             f"{list(x.shape)} input, PyTorch {list(expected.shape)}: a size is baked in"
         )
@@ -244,7 +245,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     tolerance = float(cfg.get("tolerance", 1e-3))
     log.info("%s: max abs difference from PyTorch on %s: %.3g", path, list(x.shape), diff)
     if not diff <= tolerance:  # also catches NaN
-        raise ValueError(
+        raise InputError(
             f"the exported {fmt} model {path} differs from PyTorch by up to {diff:.3g} on a "
             f"{list(x.shape)} input (tolerance {tolerance:g})"
         )

@@ -24,6 +24,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 
 from seglab import coco_eval
+from seglab.errors import InputError
 from seglab.metrics import metrics_from_confmat
 from seglab.task_module import TaskModule
 
@@ -73,7 +74,7 @@ class InstanceModule(TaskModule):
         ``ignore_index``, ``train_trunk``, ``lr_mult``, ``nonfinite_loss``)."""
         super().__init__(net, optimizer, scheduler, **task)
         if in_channels != 3:
-            raise ValueError(
+            raise InputError(
                 f"task=instance: the Mask R-CNN models take RGB images; data.in_channels="
                 f"{in_channels} is not supported (set data.in_channels=3)"
             )
@@ -83,7 +84,7 @@ class InstanceModule(TaskModule):
             or inf.get("flip")
             or inf.get("scales", [1.0]) != [1.0]
         ):
-            raise ValueError(
+            raise InputError(
                 "task=instance: sliding-window / test-time-augmentation inference is not "
                 "supported (the model resizes each image itself); use inference=default"
             )

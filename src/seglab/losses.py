@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import InputError
+
 
 def _weight_tensor(weight: Sequence[float] | None) -> torch.Tensor | None:
     return None if weight is None else torch.as_tensor(list(weight), dtype=torch.float32)
@@ -49,7 +51,7 @@ class BCEWithLogits(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] != 1:
-            raise ValueError(
+            raise InputError(
                 f"bce loss needs a single-channel net, got {logits.shape[1]} channels: "
                 "set model.net.num_classes=1 or use loss=ce"
             )
@@ -134,7 +136,7 @@ class WeightedSum(nn.Module):
     def __init__(self, losses: Sequence[nn.Module], weights: Sequence[float]) -> None:
         super().__init__()
         if len(losses) != len(weights):
-            raise ValueError(f"loss: {len(losses)} losses but {len(weights)} weights")
+            raise InputError(f"loss: {len(losses)} losses but {len(weights)} weights")
         self.losses = nn.ModuleList(losses)
         self.weights = list(weights)
 

@@ -18,6 +18,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
 from seglab import pipeline
+from seglab.errors import InputError, SeglabError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class MemoryTrace(L.Callback):
 
     def __init__(self, path: str, every_n_steps: int = 20) -> None:
         if not Path("/proc/self/status").exists():
-            raise RuntimeError("MemoryTrace reads /proc: it needs Linux")
+            raise SeglabError("MemoryTrace reads /proc: it needs Linux")
         self.path, self.every = Path(path), every_n_steps
         self.trace: list[tuple[int, float]] = []
 
@@ -72,7 +73,7 @@ def analyse(trace: list[tuple[int, float]], warmup_steps: int) -> dict[str, floa
     steps, rss = np.array([s for s, _ in trace], float), np.array([r for _, r in trace])
     keep = steps >= warmup_steps
     if keep.sum() < 10:
-        raise ValueError(
+        raise InputError(
             f"only {int(keep.sum())} memory samples after the {warmup_steps} warm-up steps; "
             "raise memcheck.steps or lower memcheck.every_n_steps / memcheck.warmup_steps"
         )

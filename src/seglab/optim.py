@@ -13,6 +13,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from seglab.errors import InputError
+
 
 class WarmupDecayLR(LambdaLR):
     """A linear warmup from ``warmup_ratio * base_lr`` over ``warmup_steps``, then
@@ -77,7 +79,7 @@ def param_groups(net: nn.Module, lr_mult: dict[str, float] | None) -> list[dict]
             groups[prefix].append(p)
     unknown = [k for k in lr_mult if k not in matched]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"model.lr_mult names {unknown}, which match no parameter of "
             f"{type(net).__name__}; its top-level parts are "
             f"{[n for n, _ in net.named_children()]}"

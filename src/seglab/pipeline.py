@@ -22,6 +22,7 @@ from seglab.checkpoint_checks import check_checkpoint_data, check_checkpoint_fit
 from seglab.checkpoints import load_checkpoint, module_from_checkpoint
 from seglab.coco_eval import print_ap_table
 from seglab.config import build, check_config, plain, print_config_tree
+from seglab.errors import InputError
 from seglab.instantiators import build_module, instantiate_all, run_callbacks
 from seglab.metrics_output import print_metrics_table, save_metrics_json
 from seglab.out_of_memory import explain_oom
@@ -150,7 +151,7 @@ def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     saved = OmegaConf.create(ckpt["seglab_config"])
     with open_dict(saved):
         if cfg.get("data"):
-            saved.data = OmegaConf.merge(saved.data, cfg.data)
+            saved.data = _data_on_top(saved.data, cfg.data)
         trainer = {k: v for k, v in saved.trainer.items() if k in EVAL_TRAINER_KEYS}
         saved.trainer = OmegaConf.merge(trainer, cfg.get("trainer") or {})
         if cfg.get("inference"):  # this command's choice, not the training run's
@@ -158,11 +159,31 @@ def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     return saved
 
 
+def _data_on_top(saved: DictConfig, given: DictConfig) -> DictConfig:
+    """``given`` (this command's data values) merged over a checkpoint's data config.
+
+    A checkpoint saves its config resolved: the dataset's ``root: ${data.root}`` became the
+    training run's path. So a value given for ``data.<key>`` also replaces ``data.dataset.
+    <key>`` (root, num_classes, ignore_index, ...) where that held the same saved value,
+    unless this command sets ``data.dataset.<key>`` itself: the dataset reads what the user
+    names, as in training."""
+    merged = OmegaConf.merge(saved, given)
+    dataset, own = merged.get("dataset"), given.get("dataset") or {}
+    if dataset is None:
+        return merged
+    for key, value in given.items():
+        if key == "dataset" or key not in dataset or key in own:
+            continue
+        if dataset.get(key) == saved.get(key):
+            dataset[key] = value
+    return merged
+
+
 @explain_oom
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuilds the model from the checkpoint's own config and evaluates ``cfg.split``."""
     if cfg.split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {cfg.split!r}")
+        raise InputError(f"split must be 'val' or 'test', got {cfg.split!r}")
     ckpt = load_checkpoint(cfg.ckpt_path)
     run = _saved_config(cfg, ckpt)
     check_checkpoint_data(ckpt, cfg.ckpt_path, run.data, "evaluate")
@@ -171,7 +192,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     provenance.save(out_dir, run.get("seed"))
     datamodule = build(run.data)
     if cfg.split == "test" and not datamodule.has_test:
-        raise ValueError(f"data '{run.data.name}' has no test split; use split=val")
+        raise InputError(f"data '{run.data.name}' has no test split; use split=val")
     module, _ = module_from_checkpoint(ckpt, run, path=cfg.ckpt_path)
     callbacks = run_callbacks(cfg)
     trainer: L.Trainer = instantiate(

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seglab import provenance
+from seglab.errors import InputError
 from seglab.metrics import ConfusionMatrix
 from seglab.models.pretrained import load_pretrained
 from seglab.optim import param_groups, scale_group_lrs
@@ -51,7 +52,7 @@ class TaskModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE_LOSS_MODES:
-            raise ValueError(
+            raise InputError(
                 f"model.nonfinite_loss={nonfinite_loss!r}; use one of {NONFINITE_LOSS_MODES}"
             )
         # error: stop at the first NaN / inf training loss; skip: drop that batch's update.

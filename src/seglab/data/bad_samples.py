@@ -7,9 +7,10 @@ instead of raising inside a worker. The collate functions (``seglab.data.collate
 markers out of the tensors and pass them on under ``"bad"``; ``SegDataLoader`` takes them
 out of each batch in the main process, whatever the number of workers, and then
 
-- ``on_bad_sample=error`` (default): raises the loading error there, as itself (its type and
-  message, the file first; a worker's traceback is chained as its cause), not buried in
-  PyTorch's "Caught ValueError in DataLoader worker process 0" text;
+- ``on_bad_sample=error`` (default): raises the loading error there as an ``InputError``
+  (its message, the file first, then what to do; the original error or a worker's
+  traceback is chained as its cause), not buried in PyTorch's "Caught ValueError in
+  DataLoader worker process 0" text;
 - ``on_bad_sample=skip``: logs a warning naming the file and the problem the first time a
   sample is skipped, counts every skip, drops batches left empty (a batch of only bad
   samples never reaches the model) and raises if a whole pass over a split had nothing
@@ -32,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seglab.data.subsets import sample_file
+from seglab.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +94,20 @@ class GuardedDataset(Dataset):
             )
 
 
+# What to do about a bad file, at the end of the error that names it.
+BAD_SAMPLE_FIX = (
+    "List every problem of the dataset with `python src/check_data.py` (same data "
+    "overrides), or leave bad samples out with data.on_bad_sample=skip"
+)
+
+
 def raise_bad(bad: dict[str, Any]) -> None:
-    """Raises the loading error of a bad-sample marker in the main process: the exception
-    itself, or (from a worker) one of its type and message, the worker's traceback chained
-    as its cause."""
+    """Raises the loading error of a bad-sample marker in the main process as an
+    ``InputError``: its message (the file first) and what to do; the original exception (or,
+    from a worker, its traceback) is chained as its cause."""
+    error = InputError(f"{bad['message']}. {BAD_SAMPLE_FIX}")
     if bad["error"] is not None:
-        raise bad["error"]
-    try:
-        error = bad["type"](bad["message"])
-    except Exception:  # a type that wants other arguments
-        error = ValueError(bad["message"])
+        raise error from bad["error"]
     raise error from WorkerTraceback(
         f"in a DataLoader worker, loading sample {bad['index']}:\n{bad['traceback']}"
     )
@@ -130,7 +136,7 @@ class SegDataLoader(DataLoader):
                 yielded += 1
                 yield batch
         if skipped and not yielded and guard is not None:
-            raise ValueError(
+            raise InputError(
                 f"on_bad_sample=skip: every sample of the {guard.split} split read in this "
                 f"pass was bad ({skipped} skipped, see the warnings above); nothing is left "
                 "to train or evaluate on. Run `python src/check_data.py` to list the problems"

@@ -19,6 +19,7 @@ from seglab.data.base import SegmentationDataset
 from seglab.data.file_pairs import pair_files
 from seglab.data.label_tables import compact, index_lut, lookup
 from seglab.data.readers import check_same_size, read_label, read_rgb
+from seglab.errors import InputError, MissingFileError
 
 CLASSES = (
     "Sky",
@@ -43,7 +44,7 @@ def locate(root: str | Path) -> Path:
     for cand in (path / "CamVid", path):
         if any((cand / s).is_dir() and (cand / f"{s}annot").is_dir() for s in SPLITS):
             return cand
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"CamVid: no SegNet CamVid layout (train/ trainannot/ val/ valannot/ ...) in {path} "
         f"or {path / 'CamVid'}; point data.root at the folder that holds CamVid/"
     )
@@ -67,7 +68,7 @@ class CamVidDataset(SegmentationDataset):
             have = [
                 s.name for s in sorted(self.dir.iterdir()) if (self.dir / f"{s.name}annot").is_dir()
             ]
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"CamVid: no {split}/ and {split}annot/ folders in {self.dir} (this copy has "
                 f"{have}). If it has no {split} split, leave it out, e.g. data.splits.test=null"
             )
@@ -90,7 +91,7 @@ class CamVidDataset(SegmentationDataset):
         image = read_rgb(image_path)
         label, mode = read_label(label_path)
         if label.ndim != 2:
-            raise ValueError(
+            raise InputError(
                 f"{label_path}: a {mode} image; SegNet's CamVid labels are 8-bit indices 0-11 "
                 "(the colour-coded 32-class CamVid labels are another dataset)"
             )

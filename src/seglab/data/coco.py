@@ -44,6 +44,7 @@ from pycocotools import mask as mask_utils
 
 from seglab.data.base import SegmentationDataset
 from seglab.data.readers import read_rgb
+from seglab.errors import InputError, MissingFileError
 
 # COCO names of the 20 PASCAL VOC classes, in VOC's class order (aeroplane .. tvmonitor).
 VOC_CATEGORIES = (
@@ -101,13 +102,13 @@ def _build_index(path: Path) -> CocoIndex:
         with open(path) as f:
             data = json.load(f)
     except ValueError as e:  # not JSON (or not UTF-8)
-        raise ValueError(f"coco: cannot parse annotation file {path}: {e}") from e
+        raise InputError(f"coco: cannot parse annotation file {path}: {e}") from e
     try:
         categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         images = sorted(data["images"], key=lambda im: im["id"])
         anns = data["annotations"]
     except (KeyError, TypeError) as e:
-        raise ValueError(f"coco: {path} is not a COCO instances file (missing {e})") from e
+        raise InputError(f"coco: {path} is not a COCO instances file (missing {e})") from e
     categories = dict(sorted(categories.items()))
     position = {im["id"]: i for i, im in enumerate(images)}
     order = sorted(range(len(anns)), key=lambda a: position.get(anns[a]["image_id"], -1))
@@ -158,7 +159,7 @@ def load_index(path: str | Path) -> CocoIndex:
     """The parsed instances file; parsed once per process (re-read if the file changes)."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"coco: annotation file missing: {path}")
+        raise MissingFileError(f"coco: annotation file missing: {path}")
     st = path.stat()
     return _cached_index(str(path), st.st_mtime_ns, st.st_size)
 
@@ -188,15 +189,15 @@ class CocoDataset(SegmentationDataset):
     ) -> None:
         super().__init__(transform)
         if overlap not in ("classes", "instances"):
-            raise ValueError(f"coco: overlap must be 'classes' or 'instances', got {overlap!r}")
+            raise InputError(f"coco: overlap must be 'classes' or 'instances', got {overlap!r}")
         if crowd not in ("category", "ignore"):
-            raise ValueError(f"coco: crowd must be 'category' or 'ignore', got {crowd!r}")
+            raise InputError(f"coco: crowd must be 'category' or 'ignore', got {crowd!r}")
         self.root, self.split = Path(root).expanduser(), split
         folder = split if split.endswith(str(year)) else f"{split}{year}"
         self.image_dir = self.root / folder
         self.ann_file = self.root / "annotations" / f"instances_{folder}.json"
         if not self.ann_file.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"coco: annotation file missing: {self.ann_file} (expected the official "
                 f"layout: root/annotations/instances_{folder}.json and root/{folder}/*.jpg)"
             )
@@ -208,7 +209,7 @@ class CocoDataset(SegmentationDataset):
         self.class_of = {by_name[n]: k for k, group in enumerate(groups, 1) for n in group}
         self.class_names = ["background", *("+".join(g) for g in groups)]
         if num_classes is not None and num_classes != len(self.class_names):
-            raise ValueError(
+            raise InputError(
                 f"coco: categories give {len(groups)} classes + background but "
                 f"num_classes={num_classes}"
             )
@@ -239,12 +240,12 @@ class CocoDataset(SegmentationDataset):
         names = [n for g in groups for n in g]
         unknown = [n for n in names if n not in known.values()]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"coco: unknown categories {unknown}; the annotation file has "
                 f"{list(known.values())}"
             )
         if len(set(names)) != len(names) or not groups:
-            raise ValueError(f"coco: categories must be distinct and not empty: {names}")
+            raise InputError(f"coco: categories must be distinct and not empty: {names}")
         return groups
 
     def __len__(self) -> int:
@@ -260,7 +261,7 @@ class CocoDataset(SegmentationDataset):
         if a in ix.rles:
             segm = ix.rles[a]
             if tuple(segm["size"]) != (h, w):
-                raise ValueError(
+                raise InputError(
                     f"coco: {self.ann_file}: an RLE of image {self._image_of(a)} has size "
                     f"{segm['size']} but the image is {h}x{w}"
                 )
@@ -318,11 +319,11 @@ class CocoDataset(SegmentationDataset):
         pos = self.positions[index]
         path = self.image_dir / self.index.file_names[pos]
         if not path.is_file():
-            raise FileNotFoundError(f"coco: image file missing: {path}")
+            raise MissingFileError(f"coco: image file missing: {path}")
         image = read_rgb(path)
         h, w = int(self.index.heights[pos]), int(self.index.widths[pos])
         if image.shape[:2] != (h, w):
-            raise ValueError(
+            raise InputError(
                 f"coco: {path} is {image.shape[1]}x{image.shape[0]} but {self.ann_file.name} "
                 f"says {w}x{h}"
             )

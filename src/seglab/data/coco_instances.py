@@ -19,6 +19,7 @@ import numpy as np
 from seglab.data.coco import CocoDataset, per_split
 from seglab.data.instance_targets import InstanceDataset, Instances
 from seglab.data.readers import read_rgb
+from seglab.errors import InputError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class CocoInstancesDataset(CocoDataset, InstanceDataset):
             shown = "; ".join(f"annotation id {k} {v}" for k, v in list(bad.items())[:5])
             more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
             if on_bad_sample != "skip":
-                raise ValueError(
+                raise InputError(
                     f"coco: {self.ann_file}: {len(bad)} bad annotation(s): {shown}{more}. Fix "
                     "the file, or leave them out with data.on_bad_sample=skip"
                 )
@@ -93,11 +94,11 @@ class CocoInstancesDataset(CocoDataset, InstanceDataset):
         ix, pos = self.index, self.positions[index]
         path = self.image_dir / ix.file_names[pos]
         if not path.is_file():
-            raise FileNotFoundError(f"coco: image file missing: {path}")
+            raise MissingFileError(f"coco: image file missing: {path}")
         image = read_rgb(path)
         h, w = int(ix.heights[pos]), int(ix.widths[pos])
         if image.shape[:2] != (h, w):
-            raise ValueError(
+            raise InputError(
                 f"coco: {path} is {image.shape[1]}x{image.shape[0]} but {self.ann_file.name} "
                 f"says {w}x{h}"
             )

@@ -33,6 +33,7 @@ from seglab.data.collate import instance_collate, pad_collate
 from seglab.data.download import download
 from seglab.data.samplers import SeededSampler, UnpaddedDistributedSampler
 from seglab.data.subsets import unwrap
+from seglab.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +85,19 @@ class SegDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if on_bad_sample not in ON_BAD_SAMPLE:
-            raise ValueError(
+            raise InputError(
                 f"data.on_bad_sample={on_bad_sample!r}; use one of {list(ON_BAD_SAMPLE)}"
             )
         self.on_bad_sample = on_bad_sample
         if len(class_names) != num_classes or len(palette) != num_classes:
-            raise ValueError(
+            raise InputError(
                 f"data '{name}': num_classes={num_classes} but {len(class_names)} class_names "
                 f"and {len(palette)} palette colours; the three must agree"
             )
         self.factory, self.root = dataset, root
         self.download, self.download_urls = download, list(download_urls)
         if download and not self.download_urls:
-            raise ValueError(
+            raise InputError(
                 f"data '{name}' has no public download (data.download=true); place its files "
                 f"at data.root={root} in the publisher's layout and set data.download=false"
             )
@@ -138,11 +139,11 @@ class SegDataModule(L.LightningDataModule):
         """The dataset of ``split`` ('train', 'val' or 'test'), built on first use."""
         if split not in self.datasets:
             if self.splits.get(split) is None:
-                raise ValueError(f"data '{self.name}' has no {split} split")
+                raise InputError(f"data '{self.name}' has no {split} split")
             ds = self.factory(split=self.splits[split], transform=self.transforms[split])
             ds.in_channels = self.in_channels  # read grey for data.in_channels=1
             if len(ds) == 0:
-                raise ValueError(
+                raise InputError(
                     f"data '{self.name}': the {split} split ({self.splits[split]!r}) is empty "
                     f"in {self.root}: add its samples there, or leave it out with "
                     f"data.splits.{split}=null if you do not need it"

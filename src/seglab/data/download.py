@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from seglab.errors import InputError, MissingFileError
+
 log = logging.getLogger(__name__)
 
 
@@ -37,7 +39,7 @@ def fetch(url: str, dest: Path, timeout: float = 60) -> Path:
         "in its publisher's layout, and run with data.download=false."
     )
     if os.environ.get("SEGLAB_OFFLINE") == "1":
-        raise FileNotFoundError(f"data.download: SEGLAB_OFFLINE=1 forbids downloads. {help_text}")
+        raise MissingFileError(f"data.download: SEGLAB_OFFLINE=1 forbids downloads. {help_text}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     log.info("downloading %s to %s", url, dest)
@@ -46,7 +48,7 @@ def fetch(url: str, dest: Path, timeout: float = 60) -> Path:
             shutil.copyfileobj(response, f, length=1 << 20)
     except OSError as e:  # URLError, timeouts, refused connections, a full disk
         part.unlink(missing_ok=True)
-        raise FileNotFoundError(f"data.download: could not fetch {url} ({e}). {help_text}") from e
+        raise MissingFileError(f"data.download: could not fetch {url} ({e}). {help_text}") from e
     part.rename(dest)
     return dest
 
@@ -65,7 +67,7 @@ def extract(archive: Path, root: Path) -> None:
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")  # no absolute paths, links out, devices
         else:
-            raise ValueError(f"data.download: {archive} is neither a zip nor a tar archive")
+            raise InputError(f"data.download: {archive} is neither a zip nor a tar archive")
         for item in tmp.iterdir():  # move the top-level entries into place
             target = root / item.name
             if target.exists():

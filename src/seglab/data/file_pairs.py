@@ -10,6 +10,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from seglab.errors import InputError, MissingFileError
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def list_files(folder: str | Path, suffixes: Sequence[str]) -> dict[str, Path]:
         rel = path.relative_to(folder).as_posix()
         key = rel[: len(rel) - len(suffix)]
         if key in out:
-            raise ValueError(f"{out[key]} and {path} have the same name; keep only one")
+            raise InputError(f"{out[key]} and {path} have the same name; keep only one")
         out[key] = path
     return out
 
@@ -60,11 +62,11 @@ def pair_files(
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     for d in (image_dir, mask_dir):
         if not d.is_dir():
-            raise FileNotFoundError(f"folder {d} does not exist")
+            raise MissingFileError(f"folder {d} does not exist")
     images = list_files(image_dir, image_suffixes)
     masks = list_files(mask_dir, [mask_suffix])
     if not images and keys is None:
-        raise ValueError(
+        raise InputError(
             f"{image_dir} holds no images (files ending in one of {list(image_suffixes)}): "
             "an empty split; put the images there or leave the split out"
         )
@@ -72,7 +74,7 @@ def pair_files(
     if keys is not None:
         absent = [k for k in keys if k not in images]
         if absent and dropped is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(absent)} listed images are not in {image_dir} (with a suffix in "
                 f"{list(image_suffixes)}), e.g. {absent[:3]}"
             )
@@ -80,9 +82,10 @@ def pair_files(
         images = {k: images[k] for k in keys if k in images}
     no_mask = [k for k in images if k not in masks]
     if no_mask and dropped is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(no_mask)} images have no mask, e.g. {images[no_mask[0]]}: expected "
-            f"{mask_dir / (no_mask[0] + mask_suffix)}"
+            f"{mask_dir / (no_mask[0] + mask_suffix)}; add the masks, or leave such images "
+            "out with data.on_bad_sample=skip"
         )
     problems += [
         (str(images[k]), f"no mask (expected {mask_dir / (k + mask_suffix)})") for k in no_mask
@@ -90,9 +93,10 @@ def pair_files(
     if keys is None:
         extra = [k for k in masks if k not in images]
         if extra and dropped is None:
-            raise ValueError(
+            raise InputError(
                 f"{len(extra)} masks have no image, e.g. {masks[extra[0]]}: expected an image "
-                f"{image_dir / extra[0]}<one of {list(image_suffixes)}>"
+                f"{image_dir / extra[0]}<one of {list(image_suffixes)}>; add the images, or "
+                "leave such masks out with data.on_bad_sample=skip"
             )
         problems += [(str(masks[k]), "mask without an image") for k in extra]
     for file, problem in problems:

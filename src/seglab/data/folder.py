@@ -35,6 +35,7 @@ from seglab.data.base import SegmentationDataset
 from seglab.data.file_pairs import pair_files, read_split_list
 from seglab.data.label_tables import as_colour_table, colours_to_labels, compact, index_lut, lookup
 from seglab.data.readers import check_same_size, read_label, read_rgb
+from seglab.errors import InputError, MissingFileError
 
 FORMATS = ("binary", "index", "rgb")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -59,19 +60,21 @@ class FolderDataset(SegmentationDataset):
     ) -> None:
         super().__init__(transform)
         if mask_format not in FORMATS:
-            raise ValueError(f"folder: mask_format={mask_format!r}; use one of {FORMATS}")
+            raise InputError(f"data.dataset.mask_format={mask_format!r}; use one of {FORMATS}")
         if mask_format == "binary" and num_classes != 2:
-            raise ValueError(f"folder: binary masks make 2 classes, not num_classes={num_classes}")
+            raise InputError(f"folder: binary masks make 2 classes, not num_classes={num_classes}")
         self.root, self.split, self.mask_format = Path(root).expanduser(), split, mask_format
         self.num_classes, self.ignore_index = num_classes, ignore_index
         if mask_format == "rgb":
             if palette is None or len(palette) != num_classes:
-                raise ValueError("folder: mask_format=rgb needs one palette colour per class")
+                raise InputError(
+                    "data.dataset.mask_format=rgb needs one data.palette colour per class"
+                )
             self.table = as_colour_table(palette)
             for c in void_colours:
                 colour = tuple(int(v) for v in c)
                 if colour in self.table:
-                    raise ValueError(f"folder: void colour {colour} is also a class colour")
+                    raise InputError(f"folder: void colour {colour} is also a class colour")
                 self.table[colour] = ignore_index  # type: ignore[index]
         self.lut = index_lut(num_classes, ignore_index)
         # (file, problem) of the files left out (on_bad_sample=skip: unpaired images / masks).
@@ -97,13 +100,16 @@ class FolderDataset(SegmentationDataset):
                 suffix = next((s for s in image_suffixes if low.endswith(s.lower())), "")
                 keys.append(name[: len(name) - len(suffix)] if suffix else name)
             if not keys:
-                raise ValueError(f"folder: {split_list} lists no images: an empty split")
+                raise InputError(f"folder: {split_list} lists no images: an empty split")
             return pair_files(
                 images, masks, image_suffixes, mask_suffix, keys=keys, dropped=self._unpaired
             )
         if not self.root.is_dir():
-            raise FileNotFoundError(f"folder: data.root {self.root} does not exist")
-        raise FileNotFoundError(
+            raise MissingFileError(
+                f"folder: data.root {self.root} does not exist; set data.root=<the folder "
+                "holding images/ and masks/>"
+            )
+        raise MissingFileError(
             f"folder: no {self.split} split in {self.root}: expected images/{self.split}/ (and "
             f"masks/{self.split}/) or splits/{self.split}.txt"
         )
@@ -119,9 +125,9 @@ class FolderDataset(SegmentationDataset):
             return colours_to_labels(mask, self.table, path)
         if mask.ndim == 3:  # colour image holding grey values
             if not (mask == mask[..., :1]).all():
-                raise ValueError(
-                    f"{path}: a colour ({mode}) mask, but mask_format={self.mask_format}; "
-                    "use mask_format=rgb with the colours as the data config's palette"
+                raise InputError(
+                    f"{path}: a colour ({mode}) mask, but data.dataset.mask_format={self.mask_format}; "
+                    "set data.dataset.mask_format=rgb with the colours as data.palette"
                 )
             mask = mask[..., 0]
         if self.mask_format == "binary":
@@ -130,9 +136,9 @@ class FolderDataset(SegmentationDataset):
                 return mask.astype(np.int64)
             if values <= {0, 255}:
                 return (mask == 255).astype(np.int64)
-            raise ValueError(
+            raise InputError(
                 f"{path}: a binary mask must hold 0/1 or 0/255 only, found {sorted(values)[:10]}"
-                " (for class indices use mask_format=index)"
+                " (for class indices set data.dataset.mask_format=index)"
             )
         return lookup(mask, self.lut, path, what="class index")
 

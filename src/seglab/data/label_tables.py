@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seglab.errors import InputError
+
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
     rgb = rgb.astype(np.int64)
@@ -24,7 +26,7 @@ def colours_to_labels(
     """Maps an RGB label image (H, W, 3) to ids through ``table`` (colour -> id). A colour
     that is not in the table is an error naming the file, the colour and where it first is."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"{path}: expected an RGB colour-coded label image, got {rgb.shape}")
+        raise InputError(f"{path}: expected an RGB colour-coded label image, got {rgb.shape}")
     codes, inverse = np.unique(_pack(rgb).ravel(), return_inverse=True)
     packed = {(r << 16) | (g << 8) | b: v for (r, g, b), v in table.items()}
     ids = np.empty(len(codes), np.int64)
@@ -32,7 +34,7 @@ def colours_to_labels(
         if code not in packed:
             colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
             y, x = np.argwhere((inverse == i).reshape(rgb.shape[:2]))[0]
-            raise ValueError(
+            raise InputError(
                 f"{path}: colour {colour} (first at x={x}, y={y}, "
                 f"{int((inverse == i).sum())} pixels) is not in the colour table "
                 f"{sorted(table)}"
@@ -48,7 +50,7 @@ def lookup(
     outside the table with the file and the offending values in the message."""
     values = np.asarray(values)
     if values.dtype.kind not in "iub":
-        raise ValueError(f"{path}: expected integer labels, got {values.dtype}")
+        raise InputError(f"{path}: expected integer labels, got {values.dtype}")
     v = values.astype(np.int64)
     bad = (v < 0) | (v >= len(lut))
     if not bad.any():
@@ -58,7 +60,7 @@ def lookup(
             return out
     found = sorted(set(np.unique(v[bad]).tolist()))
     allowed = [i for i in range(len(lut)) if lut[i] >= 0]
-    raise ValueError(f"{path}: {what}(s) {found[:10]} not allowed (allowed: {_ranges(allowed)})")
+    raise InputError(f"{path}: {what}(s) {found[:10]} not allowed (allowed: {_ranges(allowed)})")
 
 
 def _ranges(values: Iterable[int]) -> str:
@@ -95,9 +97,9 @@ def as_colour_table(palette: Sequence[Sequence[int]]) -> dict[tuple[int, int, in
     for i, c in enumerate(palette):
         colour = tuple(int(v) for v in c)
         if len(colour) != 3:
-            raise ValueError(f"palette entry {i} ({list(c)}) is not an RGB triple")
+            raise InputError(f"palette entry {i} ({list(c)}) is not an RGB triple")
         if colour in table:
-            raise ValueError(f"palette: classes {table[colour]} and {i} share colour {colour}")
+            raise InputError(f"palette: classes {table[colour]} and {i} share colour {colour}")
         table[colour] = i  # type: ignore[index]
     return table
 

@@ -40,6 +40,7 @@ from seglab.data.base import SegmentationDataset
 from seglab.data.file_pairs import read_split_list
 from seglab.data.label_tables import colours_to_labels, compact
 from seglab.data.readers import check_same_size, read_rgb
+from seglab.errors import InputError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def label_table(class_names: Sequence[str], ignore_index: int) -> dict[tuple[int
     names = list(class_names)
     unknown = [n for n in names if n not in COLOURS]
     if unknown or len(set(names)) != len(names):
-        raise ValueError(
+        raise InputError(
             f"MSRC class_names {names}: each must appear once and be one of {list(COLOURS)}"
             + (f"; unknown: {unknown}" if unknown else "")
         )
@@ -113,7 +114,7 @@ def extract_once(zip_path: Path, cache_base: Path) -> Path:
             with zipfile.ZipFile(zip_path) as zf:
                 zf.extractall(tmp)
         except zipfile.BadZipFile as e:
-            raise ValueError(f"cannot read zip {zip_path}: {e}") from e
+            raise InputError(f"cannot read zip {zip_path}: {e}") from e
         try:
             os.rename(tmp, target)
         except OSError:
@@ -145,12 +146,12 @@ def locate(
     elif (path / ZIP_NAME).is_file():
         zip_path, base = path / ZIP_NAME, path
     elif not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"MSRC: data.root {path} does not exist; point it at the folder holding "
             f"{DB_NAME}/ or {ZIP_NAME} (and the split lists)"
         )
     else:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"MSRC: found neither {DB_NAME}/Images nor {ZIP_NAME} in {path}; point data.root "
             "at the folder that holds one of them"
         )
@@ -168,7 +169,7 @@ def locate(
     out = extract_once(zip_path, cache)
     db = out / DB_NAME if _is_db(out / DB_NAME) else out
     if not _is_db(db):
-        raise ValueError(f"MSRC: {zip_path} does not hold {DB_NAME}/Images and GroundTruth")
+        raise InputError(f"MSRC: {zip_path} does not hold {DB_NAME}/Images and GroundTruth")
     return db, [base, db]
 
 
@@ -195,7 +196,7 @@ class MSRCDataset(SegmentationDataset):
         list_dirs += [d / "TextonBoostSplits" for d in list_dirs]
         found = [d / f"{split}.txt" for d in list_dirs if (d / f"{split}.txt").is_file()]
         if not found:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"MSRC: split list {split}.txt not found in {[str(d) for d in list_dirs]}. "
                 + LIST_HELP
             )
@@ -218,7 +219,7 @@ class MSRCDataset(SegmentationDataset):
             missing += absent
             self.samples.append((image, gt))
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"MSRC: {len(missing)} of the {len(self.samples)} images listed in "
                 f"{self.list_file} lack their image or GT file, e.g. {missing[:3]}. If your "
                 "copy has no images of this split (the TextonBoost test images are often "

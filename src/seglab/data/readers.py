@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seglab.errors import InputError
+
 # What PIL raises for a missing, truncated or not-an-image file.
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
 
@@ -37,13 +39,13 @@ def _decode(im: Image.Image, path: str | Path) -> np.ndarray:
     if mode in WIDE_MODES:
         values = np.asarray(im)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(
+            raise InputError(
                 f"{mode} pixels range from {values.min()} to {values.max()}, outside the "
                 "16-bit range (0-65535) seglab scales to 8 bits; save it as 8- or 16-bit"
             )
         return scale_16_to_8(values)[..., None]
     if mode == "F":
-        raise ValueError(
+        raise InputError(
             "32-bit float pixels (mode F) have no fixed range to scale to 8 bits; save the "
             "image as 8- or 16-bit"
         )
@@ -67,7 +69,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
         rgb = image.astype(np.uint32)
         luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
         return luma.astype(np.uint8)[..., None]
-    raise ValueError(
+    raise InputError(
         f"cannot make a {channels}-channel image of a {have}-channel one; images are read as "
         "1 (grey, data.in_channels=1) or 3 (RGB, data.in_channels=3) channels"
     )
@@ -88,7 +90,7 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
         with Image.open(path) as im:
             image = _decode(im, path)
     except _READ_ERRORS as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise InputError(f"cannot read image {path}: {e}") from e
     return to_channels(image, channels)
 
 
@@ -109,7 +111,7 @@ def read_label(path: str | Path) -> tuple[np.ndarray, str]:
                 im, mode = im.getchannel(0), mode[0]
             return np.asarray(im), mode
     except _READ_ERRORS as e:
-        raise ValueError(f"cannot read label file {path}: {e}") from e
+        raise InputError(f"cannot read label file {path}: {e}") from e
 
 
 def check_same_size(
@@ -117,7 +119,7 @@ def check_same_size(
 ) -> None:
     """Refuses a label map whose size differs from its image's (a mismatched pair)."""
     if image.shape[:2] != label.shape[:2]:
-        raise ValueError(
+        raise InputError(
             f"{label_path} is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
             f"{image_path} is {image.shape[1]}x{image.shape[0]}"
         )

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from seglab.data.base import SegmentationDataset
+from seglab.errors import InputError
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 # Texture kinds and strengths. The background is flat or smoothly mottled, so that objects
@@ -121,12 +122,12 @@ def split_settings(
     """This split's sample count and image size range, each given as one value or as a
     {split: value} mapping; checked."""
     if split not in SPLIT_IDS:
-        raise ValueError(f"shapes: unknown split {split!r}; use one of {list(SPLIT_IDS)}")
+        raise InputError(f"shapes: unknown split {split!r}; use one of {list(SPLIT_IDS)}")
     num_samples, min_size, max_size = (
         int(v[split] if isinstance(v, Mapping) else v) for v in (num_samples, min_size, max_size)
     )
     if not 0 < min_size <= max_size:
-        raise ValueError(f"shapes: need 0 < min_size <= max_size, got {min_size}, {max_size}")
+        raise InputError(f"shapes: need 0 < min_size <= max_size, got {min_size}, {max_size}")
     return num_samples, min_size, max_size
 
 

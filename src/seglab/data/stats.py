@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from seglab.config import build, print_config_tree
 from seglab.data.datamodule import worker_init
 from seglab.data.subsets import choose_indices, unwrap
+from seglab.errors import InputError
 
 
 def _keep(batch: list[Any]) -> list[Any]:
@@ -54,7 +55,7 @@ class _Counts(Dataset):
         values = label[label != self.ignore_index].ravel()
         if values.size and (values.min() < 0 or values.max() >= self.num_classes):
             bad = sorted(set(values[(values < 0) | (values >= self.num_classes)].tolist()))
-            raise ValueError(
+            raise InputError(
                 f"sample {index}: label values {bad[:10]} are neither a class id "
                 f"(0..{self.num_classes - 1}) nor ignore_index={self.ignore_index}"
             )
@@ -76,7 +77,7 @@ def median_frequency_weights(
     present = counts > 0
     weights = np.zeros_like(counts)
     if not present.any():
-        raise ValueError("no labelled pixel at all: cannot compute class weights")
+        raise InputError("no labelled pixel at all: cannot compute class weights")
     freq = counts[present] / totals[present]
     weights[present] = np.median(freq) / freq
     if not present.all():

@@ -29,11 +29,12 @@ from seglab.data.base import SegmentationDataset
 from seglab.data.file_pairs import read_split_list
 from seglab.data.label_tables import compact, index_lut, lookup
 from seglab.data.readers import check_same_size, read_label, read_rgb
+from seglab.errors import InputError, MissingFileError
 
 
 def _existing(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"voc: {what} file missing: {path}")
+        raise MissingFileError(f"voc: {what} file missing: {path}")
     return path
 
 
@@ -45,7 +46,7 @@ def find_voc2012(root: str | Path) -> Path:
     for c in candidates:
         if (c / "JPEGImages").is_dir() or (c / "ImageSets" / "Segmentation").is_dir():
             return c
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"voc: no VOC2012 folder (with JPEGImages/ and ImageSets/Segmentation/) at any of "
         f"{[str(c) for c in candidates]}; set data.root to VOCdevkit/VOC2012, VOCdevkit or the "
         "folder the VOC tarball was extracted into"
@@ -60,7 +61,7 @@ def find_sbd(root: str | Path) -> Path:
     for c in candidates:
         if (c / "cls").is_dir():
             return c
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"voc: no SBD dataset folder (with cls/) at any of {[str(c) for c in candidates]}; "
         "set data.dataset.sbd_root to SBD's dataset/ folder"
     )
@@ -79,7 +80,7 @@ def read_sbd_mask(path: Path) -> np.ndarray:
     try:
         seg = loadmat(str(path))["GTcls"]["Segmentation"][0][0]
     except Exception as e:  # a broken .mat fails in many ways inside scipy
-        raise ValueError(f"voc: cannot read SBD mask {path}: {e}") from e
+        raise InputError(f"voc: cannot read SBD mask {path}: {e}") from e
     return np.asarray(seg)
 
 
@@ -104,7 +105,7 @@ class VOCDataset(SegmentationDataset):
         self.sbd = find_sbd(sbd_root) if sbd_root is not None else None
         if split == "train_aug":
             if self.sbd is None:
-                raise ValueError(
+                raise InputError(
                     "voc: split 'train_aug' needs SBD: set data.dataset.sbd_root to SBD's "
                     "dataset/ folder"
                 )
@@ -116,7 +117,7 @@ class VOCDataset(SegmentationDataset):
         else:
             if not (lists / f"{split}.txt").is_file():
                 have = sorted(p.stem for p in lists.glob("*.txt"))
-                raise ValueError(
+                raise InputError(
                     f"voc: unknown split {split!r}: no {lists / (split + '.txt')}; the lists "
                     f"here are {have}" + ("" if self.sbd is None else " and 'train_aug'")
                 )
@@ -143,7 +144,7 @@ class VOCDataset(SegmentationDataset):
             path = _existing(self.root / "SegmentationClass" / f"{image_id}.png", "mask")
             mask, mode = read_label(path)
             if mode not in ("P", "L"):
-                raise ValueError(
+                raise InputError(
                     f"voc: {path} is a {mode} image; VOC masks are palette (P-mode) PNGs "
                     "whose palette indices are the labels"
                 )

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from seglab.errors import InputError
+
 Tensors = Mapping[str, torch.Tensor]
 
 
@@ -37,7 +39,7 @@ class SegmentationNet(nn.Module):
     def load_encoder_weights(self, state_dict: Tensors) -> None:
         """Maps a classification model's state dict (``default_weights``'s kind) into the
         encoder; raises ValueError when a tensor is missing or has another shape."""
-        raise ValueError(f"{type(self).__name__} has no pretrained encoder weights")
+        raise InputError(f"{type(self).__name__} has no pretrained encoder weights")
 
     def freeze_encoder(self) -> None:
         """No gradients for the encoder, and eval mode for good (see ``train``): its weights
@@ -47,7 +49,7 @@ class SegmentationNet(nn.Module):
         except AttributeError:
             encoder = None
         if not isinstance(encoder, nn.Module):
-            raise ValueError(
+            raise InputError(
                 f"model.train_trunk=false, but {type(self).__name__} has no .encoder to "
                 "freeze; set model.train_trunk=true"
             )
@@ -75,7 +77,7 @@ class Encoder(nn.Module):
     compile_dynamic: bool | None = None
 
     def load_weights(self, state_dict: Tensors) -> None:
-        raise ValueError(f"{type(self).__name__} has no pretrained weights to load")
+        raise InputError(f"{type(self).__name__} has no pretrained weights to load")
 
 
 class EncoderDecoder(SegmentationNet):

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import EncoderDecoder
 from seglab.models.common import ConvBNReLU
 from seglab.models.encoders import dilated_encoder
@@ -123,13 +124,13 @@ class DeepLabV3Plus(EncoderDecoder):
         super().__init__()
         self.encoder = dilated_encoder(encoder, in_channels, output_stride)
         if LOW_LEVEL_STRIDE not in self.encoder.strides:
-            raise ValueError(
+            raise InputError(
                 f"deeplabv3p: encoder {encoder} has no features at stride {LOW_LEVEL_STRIDE} "
                 f"for the decoder (its strides: {self.encoder.strides})"
             )
         self.low_level = self.encoder.strides.index(LOW_LEVEL_STRIDE)
         if aspp_rates is None and output_stride not in DEFAULT_RATES:
-            raise ValueError(
+            raise InputError(
                 f"deeplabv3p: no default aspp_rates at output stride {output_stride} (only at "
                 f"{sorted(DEFAULT_RATES)}): set model.net.aspp_rates"
             )

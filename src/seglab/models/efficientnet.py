@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import Encoder, Tensors
 from seglab.models.state_dicts import load_exact, with_bn_counters
 
@@ -116,7 +117,7 @@ def to_timm_names(
             continue
         i, module, rest = int(m[1]), m[2], m[3]
         if i >= len(names):
-            raise ValueError(
+            raise InputError(
                 f"EfficientNet weights: block {i} does not exist in EfficientNet-Lite0 "
                 f"({len(names)} blocks); are these the weights of a larger EfficientNet?"
             )
@@ -135,7 +136,7 @@ class EfficientNetLite0Encoder(Encoder):
     def __init__(self, in_channels: int = 3, output_stride: int = 32) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+            raise InputError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         trunk = efficientnet_lite0(in_channels, output_stride)
         self.conv_stem, self.bn1, self.blocks = trunk.conv_stem, trunk.bn1, trunk.blocks
         self.channels = tuple(trunk.feature_info.channels())
@@ -160,7 +161,7 @@ class EfficientNetLite0Encoder(Encoder):
         own = self.state_dict()
         extra = [k for k in sd if k not in own and not k.startswith(_HEAD_KEYS)]
         if extra:
-            raise ValueError(
+            raise InputError(
                 f"EfficientNet-Lite0 weights: {len(extra)} tensors the encoder does not have "
                 f"(e.g. {', '.join(extra[:3])}); are these the weights of another EfficientNet?"
             )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+from seglab.errors import InputError
 from seglab.models.base import Encoder
 from seglab.models.efficientnet import EfficientNetLite0Encoder
 from seglab.models.resnet import RESNETS, ResNetEncoder
@@ -33,7 +34,7 @@ def encoder_options(name: str) -> frozenset[str]:
     """The keyword options encoder ``name`` takes; ValueError listing the names for an
     unknown one."""
     if name not in ENCODERS:
-        raise ValueError(f"model.encoder={name!r}; use one of {tuple(ENCODERS)}")
+        raise InputError(f"model.encoder={name!r}; use one of {tuple(ENCODERS)}")
     return frozenset(inspect.signature(ENCODERS[name]).parameters) - {"in_channels"}
 
 
@@ -41,7 +42,7 @@ def get_encoder(name: str, in_channels: int = 3, **options: Any) -> Encoder:
     """Builds encoder ``name``; an option it does not take is a ValueError."""
     unknown = sorted(set(options) - encoder_options(name))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"encoder {name} takes no option {', '.join(unknown)} (its options: "
             f"{', '.join(sorted(encoder_options(name))) or 'none'})"
         )
@@ -59,7 +60,7 @@ def net_options(
     for key, default in fixed.items():
         if key not in takes and options[key] != default:
             owners = ", ".join(n for n in ENCODERS if key in encoder_options(n))
-            raise ValueError(
+            raise InputError(
                 f"{net}: model.net.{key}={options[key]!r} shapes the {owners} encoder, not "
                 f"{name}: leave it at {default!r}"
             )
@@ -73,7 +74,7 @@ def dilated_encoder(name: str, in_channels: int, output_stride: int) -> Encoder:
         return get_encoder(name, in_channels, output_stride=output_stride)
     encoder = get_encoder(name, in_channels)
     if encoder.strides[-1] != output_stride:
-        raise ValueError(
+        raise InputError(
             f"encoder {name} ends at stride {encoder.strides[-1]} and cannot be dilated: "
             f"set model.net.output_stride={encoder.strides[-1]}"
         )

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import replace_first_conv
 from seglab.models.state_dicts import load_exact, with_bn_counters
@@ -108,7 +109,7 @@ class TiramisuDecoder(nn.Module):
     ) -> None:
         super().__init__()
         if len(layers) != len(skip_channels):
-            raise ValueError(
+            raise InputError(
                 f"the decoder needs one dense block per skip connection: {len(skip_channels)} "
                 f"skips, {len(layers)} blocks ({list(layers)})"
             )
@@ -239,7 +240,7 @@ class DenseNetFCN(SegmentationNet):
     ) -> None:
         super().__init__()
         if depth not in DENSENETS:
-            raise ValueError(f"DenseNetFCN: depth must be one of {sorted(DENSENETS)}, got {depth}")
+            raise InputError(f"DenseNetFCN: depth must be one of {sorted(DENSENETS)}, got {depth}")
         self.default_weights = f"DenseNet{depth}_Weights.IMAGENET1K_V1"
         enc_growth, blocks = DENSENETS[depth]
         self.encoder = getattr(torchvision.models, f"densenet{depth}")(weights=None).features

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import Encoder, EncoderDecoder, Tensors
 from seglab.models.efficientnet import EfficientNetHead
 from seglab.models.encoders import get_encoder, net_options
@@ -95,7 +96,7 @@ class FCN(EncoderDecoder):
     ) -> None:
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
-            raise ValueError(f"fcn: variant must be '32s', '16s' or '8s', got {variant!r}")
+            raise InputError(f"fcn: variant must be '32s', '16s' or '8s', got {variant!r}")
         self.variant = variant
         options = {"conv_type": conv_type, "batch_norm": batch_norm}
         fixed = {"conv_type": "conv", "batch_norm": False}
@@ -103,7 +104,7 @@ class FCN(EncoderDecoder):
             encoder, in_channels, **net_options("fcn", encoder, options, fixed)
         )
         if self.encoder.strides[-3:] != STRIDES:
-            raise ValueError(
+            raise InputError(
                 f"fcn: the score layers need features at strides {STRIDES}; encoder {encoder} "
                 f"ends at strides {self.encoder.strides[-3:]}"
             )

@@ -34,6 +34,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from seglab.errors import InputError
 from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.state_dicts import load_all_but_heads, load_exact, with_bn_counters
 
@@ -68,13 +69,13 @@ class MaskRCNN(SegmentationNet):
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown Mask R-CNN arch {arch!r}; one of {ARCHS}")
+            raise InputError(f"unknown Mask R-CNN arch {arch!r}; one of {ARCHS}")
         if len(anchor_sizes) != 5:
-            raise ValueError(
+            raise InputError(
                 f"model.net.anchor_sizes needs one size per FPN level (5), got {list(anchor_sizes)}"
             )
         if not 0 <= trainable_layers <= 5:
-            raise ValueError(f"model.net.trainable_layers must be 0..5, got {trainable_layers}")
+            raise InputError(f"model.net.trainable_layers must be 0..5, got {trainable_layers}")
         # A weights name (model.pretrained=<name>) counts as true.
         frozen = frozen_bn not in (False, None, "false", "False")
         anchors = AnchorGenerator(

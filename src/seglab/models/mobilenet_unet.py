@@ -25,6 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import replace_first_conv
 from seglab.models.state_dicts import load_exact, with_bn_counters
@@ -58,7 +59,7 @@ class MobileNetV2UNet(SegmentationNet):
     ) -> None:
         super().__init__()
         if len(decoder_channels) != len(SKIP_BLOCKS):
-            raise ValueError(
+            raise InputError(
                 f"mobilenetv2_unet: decoder_channels needs {len(SKIP_BLOCKS)} widths (one per "
                 f"skip), got {list(decoder_channels)}"
             )

@@ -26,6 +26,7 @@ import torch
 import torchvision
 
 from seglab.checkpoint_io import safe_load
+from seglab.errors import InputError, MissingFileError
 from seglab.models import efficientnet
 from seglab.models.base import SegmentationNet
 from seglab.models.state_dicts import load_exact
@@ -36,7 +37,7 @@ def cache_file(weights_name: str) -> tuple[str, Path]:
     try:
         weights = torchvision.models.get_weight(weights_name)
     except (ValueError, KeyError, AttributeError) as e:
-        raise ValueError(
+        raise InputError(
             f"model.pretrained={weights_name!r} is not a torchvision weights name; use true "
             "(the net's default ImageNet weights) or a name like 'ResNet50_Weights.IMAGENET1K_V1'"
         ) from e
@@ -56,7 +57,7 @@ def torchvision_state_dict(weights_name: str) -> dict[str, torch.Tensor]:
             except Exception as e:  # no route to the internet, proxy, disk ...
                 reason = f"the download failed: {e}"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"pretrained weights {weights_name} are not in torch's cache and {reason}. "
                 f"Download {url} on a machine with internet and place it at {path} "
                 "(or set TORCH_HOME), or pass model.weights_path=<file>, or train from "
@@ -116,7 +117,7 @@ def load_pretrained(
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"model.weights_path={weights_path}: no such file")
+            raise MissingFileError(f"model.weights_path={weights_path}: no such file")
         obj = safe_load(path)  # a file whose pickle would run code is refused
         sd = _net_state_dict(obj)
         if sd is None and isinstance(obj, Mapping) and set(net.state_dict()) <= set(obj):
@@ -146,7 +147,7 @@ def load_pretrained(
 def _check_encoder_weights(net: SegmentationNet) -> None:
     """Refuses encoder weights for a net without pretrained weights (``default_weights``)."""
     if net.default_weights is None:
-        raise ValueError(
+        raise InputError(
             f"{type(net).__name__} has no pretrained encoder to load; train it from scratch "
             "(model.pretrained=false, model.weights_path=null) or pick a model with one"
         )

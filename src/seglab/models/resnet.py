@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torchvision
 
+from seglab.errors import InputError
 from seglab.models.base import Encoder, Tensors
 from seglab.models.common import replace_first_conv
 from seglab.models.state_dicts import load_exact, with_bn_counters
@@ -30,10 +31,10 @@ class ResNetEncoder(Encoder):
     def __init__(self, name: str, in_channels: int = 3, output_stride: int = 32) -> None:
         super().__init__()
         if name not in RESNETS:
-            raise ValueError(f"the ResNet encoder must be one of {RESNETS}, got {name!r}")
+            raise InputError(f"the ResNet encoder must be one of {RESNETS}, got {name!r}")
         allowed = (32,) if name in BASIC else tuple(DILATION)
         if output_stride not in allowed:
-            raise ValueError(
+            raise InputError(
                 f"encoder {name}: output_stride {output_stride!r} is not one of {allowed}; set "
                 f"model.net.output_stride={allowed[-1]}"
             )
@@ -73,7 +74,7 @@ class ResNetEncoder(Encoder):
         # ResNet-101 weights hold every ResNet-50 key: refuse them rather than load a part.
         extra = [k for k in state_dict if k not in own and not k.startswith("fc.")]
         if extra:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} weights: {len(extra)} tensors the trunk does not have (e.g. "
                 f"{', '.join(extra[:3])}); do the weights belong to another depth?"
             )

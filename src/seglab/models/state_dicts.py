@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from seglab.errors import InputError
+
 Tensors = Mapping[str, torch.Tensor]
 
 
@@ -27,7 +29,7 @@ def load_exact(module: nn.Module, state_dict: Tensors, source: str) -> None:
             problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if wrong:
             problems.append(f"{len(wrong)} of another shape (e.g. {'; '.join(wrong[:3])})")
-        raise ValueError(
+        raise InputError(
             f"{source} does not fit {type(module).__name__}: {' and '.join(problems)}. "
             "Check the architecture options (depth, in_channels) against the weights."
         )
@@ -44,7 +46,7 @@ def load_all_but_heads(
     fits = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
     unfit = [k for k in own if k not in fits and not k.startswith(head_keys)]
     if unfit:
-        raise ValueError(
+        raise InputError(
             f"{what}: {len(unfit)} tensors missing or of another shape (e.g. {unfit[:3]})"
         )
     model.load_state_dict(own | fits)

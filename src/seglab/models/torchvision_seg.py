@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import SegmentationNet, Tensors
 from seglab.models.common import replace_first_conv
 from seglab.models.state_dicts import load_all_but_heads, load_exact
@@ -43,7 +44,7 @@ class TorchvisionSegmentation(SegmentationNet):
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown torchvision segmentation arch {arch!r}; one of {ARCHS}")
+            raise InputError(f"unknown torchvision segmentation arch {arch!r}; one of {ARCHS}")
         builder = getattr(torchvision.models.segmentation, arch)
         kwargs = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
         model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import EncoderDecoder
 from seglab.models.encoders import get_encoder, net_options
 from seglab.models.unet_encoder import DoubleConv
@@ -45,7 +46,7 @@ class UpBlock(nn.Module):
                 nn.Conv2d(cin, cskip, kernel_size=1),
             )
         else:
-            raise ValueError(
+            raise InputError(
                 f"unet: upsampling must be 'transpose' or 'bilinear', got {upsampling!r}"
             )
         self.conv = DoubleConv(2 * cskip, cout, batch_norm)
@@ -77,7 +78,7 @@ class UNet(EncoderDecoder):
         channels = self.encoder.channels
         widths = list(decoder_channels or DECODER_CHANNELS.get(encoder, channels[-2::-1]))
         if len(widths) != len(channels) - 1:
-            raise ValueError(
+            raise InputError(
                 f"unet: decoder_channels needs {len(channels) - 1} widths (one per skip, "
                 f"deepest first), got {widths}"
             )

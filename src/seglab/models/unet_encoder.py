@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import Encoder
 from seglab.models.common import ConvBNReLU
 
@@ -29,7 +30,7 @@ class UNetEncoder(Encoder):
     ) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"unet: depth must be >= 1, got {depth}")
+            raise InputError(f"unet: depth must be >= 1, got {depth}")
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.stem = DoubleConv(in_channels, widths[0], batch_norm)
         self.downs = nn.ModuleList(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seglab.errors import InputError
 from seglab.models.base import Encoder, Tensors
 from seglab.models.common import Float32Conv2d
 
@@ -29,7 +30,7 @@ def conv(cin: int, cout: int, kernel: int, conv_type: str, bias: bool = True) ->
             nn.Conv2d(cin, cin, kernel, padding=kernel // 2, groups=cin, bias=bias),
             nn.Conv2d(cin, cout, 1, bias=bias),
         )
-    raise ValueError(f"conv_type must be 'conv' or 'ds', got {conv_type!r}")
+    raise InputError(f"conv_type must be 'conv' or 'ds', got {conv_type!r}")
 
 
 class VGG16Encoder(Encoder):
@@ -121,7 +122,7 @@ def load_vgg_features(encoder: nn.Module, state_dict: Tensors, source: str) -> N
     src_convs = [i for i in layers if state_dict[f"features.{i}.weight"].dim() == 4]
     src_bns = [i for i in layers if state_dict[f"features.{i}.weight"].dim() == 1]
     if len(src_convs) != len(convs) or (bns and len(src_bns) != len(bns)):
-        raise ValueError(
+        raise InputError(
             f"{source}: {len(src_convs)} convolutions / {len(src_bns)} BatchNorms, but the "
             f"encoder has {len(convs)} / {len(bns)}; VGG16 weights need conv_type=conv "
             "(and VGG16_BN weights batch_norm=true)"
@@ -130,7 +131,7 @@ def load_vgg_features(encoder: nn.Module, state_dict: Tensors, source: str) -> N
     for conv_, i in zip(convs, src_convs, strict=True):
         weight, bias = state_dict[f"features.{i}.weight"], state_dict[f"features.{i}.bias"]
         if weight.shape != conv_.weight.shape:
-            raise ValueError(
+            raise InputError(
                 f"{source}: features.{i}.weight has shape {tuple(weight.shape)}, the encoder "
                 f"needs {tuple(conv_.weight.shape)} (in_channels must be 3 for ImageNet weights)"
             )

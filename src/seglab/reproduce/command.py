@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from seglab.errors import InputError, MissingFileError
 from seglab.reproduce.figures import curves_figure, grid_figure, read_curves
 from seglab.reproduce.markdown import write_report
 from seglab.reproduce.prediction import predict_run
@@ -58,7 +59,7 @@ def _train_and_predict(
         ckpt = entry["metrics"].get("best_checkpoint")
         try:
             if not ckpt:
-                raise FileNotFoundError("no best checkpoint was written")
+                raise MissingFileError("no best checkpoint was written")
             pred = predict_run(ckpt, int(cfg.grid_images), tol)
             predictions[run.label] = pred.pop("grid")
             entry.update(pred)
@@ -118,7 +119,7 @@ def reproduce(cfg: DictConfig) -> Path:
     start = time.perf_counter()
     unknown = [f for f in cfg.findings if f not in cfg.catalogue]
     if unknown:
-        raise ValueError(f"unknown findings {unknown}; choose from {list(cfg.catalogue)}")
+        raise InputError(f"unknown findings {unknown}; choose from {list(cfg.catalogue)}")
     results = []
     for name in cfg.findings:
         results.append(run_finding(name, cfg.catalogue[name], cfg, out))

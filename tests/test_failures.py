@@ -1,0 +1,208 @@
+"""Every expected failure is one clear message and a non-zero exit: the entry scripts run as
+users run them (their ``main`` with a command line, in this process for speed: the same
+Hydra, logging and exit path as a shell), over broken data, bad config values, damaged
+checkpoints and awkward command lines. Each case checks the exit status, a message naming the
+file or key and the fix, no traceback, and the message in the run's log."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from fixtures import make_folder
+from helpers import ROOT, TINY, compose_cfg
+from seglab.errors import EXIT_INPUT, InputError
+from seglab.pipeline import evaluate, train
+
+# A tiny U-Net on the folder fixture (30 x 20 images, 0/255 masks): seconds per run.
+FOLDER_RUN = [
+    *(o for o in TINY if not o.startswith("data.")),
+    "data=folder",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.crop_size=16",
+    "trainer.max_epochs=1",
+    "logger=csv",
+]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"seglab_script_{name}", ROOT / "src" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run(script: str, args: list[str], run_dir: Path, capsys, monkeypatch) -> tuple[int, str]:
+    """Runs ``src/<script>.py`` with ``args`` as its command line; returns the exit status
+    and what it printed (stdout and stderr)."""
+    main = _script(script)
+    monkeypatch.setattr(sys, "argv", [f"src/{script}.py", *args, f"hydra.run.dir={run_dir}"])
+    GlobalHydra.instance().clear()
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:200])
+
+
+def _mask_of_another_size(root: Path) -> None:
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks/train/img1.png")
+
+
+def _mask_value_outside(root: Path) -> None:
+    m = np.zeros((30, 20), np.uint8)
+    m[0, 0] = 7
+    Image.fromarray(m).save(root / "masks/train/img1.png")
+
+
+# case -> (break the fixture, what the message must hold)
+DATA_CASES = {
+    "truncated image": (lambda r: _truncate(r / "images/train/img1.jpg"), ["img1.jpg"]),
+    "0-byte image": (lambda r: (r / "images/train/img1.jpg").write_bytes(b""), ["img1.jpg"]),
+    "text named .png": (lambda r: (r / "masks/train/img1.png").write_text("hi"), ["img1.png"]),
+    "mask of another size": (_mask_of_another_size, ["img1"]),
+    "mask value outside the classes": (_mask_value_outside, ["img1.png", "mask_format"]),
+    "image without a mask": (
+        lambda r: (r / "masks/train/img1.png").unlink(),
+        ["img1", "on_bad_sample=skip"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_data_is_one_message_exit_2_and_logged(case, tmp_path, capsys, monkeypatch):
+    root = make_folder(tmp_path / "data")
+    breaks, words = DATA_CASES[case]
+    breaks(root)
+    run_dir = tmp_path / "run"
+    code, out = run("train", [*FOLDER_RUN, f"data.root={root}"], run_dir, capsys, monkeypatch)
+    assert code == EXIT_INPUT, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    log = (run_dir / "train.log").read_text()
+    for word in words:
+        assert word in out and word in log, (word, out[-2000:])
+    if case in ("truncated image", "0-byte image", "text named .png", "mask of another size"):
+        assert "check_data.py" in out and "data.on_bad_sample=skip" in out  # what to do
+    assert not list(run_dir.rglob("*.ckpt"))  # stopped before training saved anything
+
+
+def test_bad_data_traceback_when_asked(tmp_path, capsys, monkeypatch):
+    root = make_folder(tmp_path / "data")
+    _truncate(root / "images/train/img1.jpg")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(InputError, match="img1.jpg"):
+        run("train", [*FOLDER_RUN, f"data.root={root}"], tmp_path / "run", capsys, monkeypatch)
+
+
+# case -> (overrides, what the message must hold)
+CONFIG_CASES = {
+    "batch_size=abc": (["data.batch_size=abc"], ["data.batch_size", "abc"]),
+    "batch_size=0": (["data.batch_size=0"], ["data.batch_size"]),
+    "batch_size=-2": (["data.batch_size=-2"], ["data.batch_size"]),
+    "lr=-1": (["optimizer.lr=-1"], ["optimizer.lr"]),
+    "missing data.root": ([*FOLDER_RUN, "data.root=/nonexistent/seglab"], ["data.root"]),
+    "unknown encoder": (["model=unet", "model.encoder=resnet9"], ["model.encoder"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_bad_config_is_named_before_anything_is_built(case, tmp_path, capsys, monkeypatch):
+    overrides, words = CONFIG_CASES[case]
+    run_dir = tmp_path / "run"
+    base = [] if "data=folder" in overrides else TINY
+    code, out = run("train", [*base, *overrides], run_dir, capsys, monkeypatch)
+    assert code == EXIT_INPUT, out[-3000:]
+    assert "Traceback" not in out
+    log = (run_dir / "train.log").read_text()
+    for word in words:
+        assert word in out and word in log, (word, out[-2000:])
+
+
+def test_unreadable_command_line_says_to_quote(tmp_path, capsys, monkeypatch):
+    # `data.root=/my data` unquoted: the shell splits it in two.
+    code, out = run("train", ["data.root=/my", "data"], tmp_path / "a", capsys, monkeypatch)
+    assert code == EXIT_INPUT and "Traceback" not in out
+    assert """'data.root="/my data"'""" in out
+    code, out = run("train", ["data.root=/données"], tmp_path / "b", capsys, monkeypatch)
+    assert code == EXIT_INPUT and """'data.root="/données"'""" in out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a tiny run on the folder fixture (its training data)."""
+    tmp = tmp_path_factory.mktemp("ckpt")
+    root = make_folder(tmp / "data", splits=(("train", 4), ("val", 3)))
+    cfg = compose_cfg("train", [*FOLDER_RUN, f"data.root={root}", "test=false"], tmp / "run")
+    return Path(train(cfg)["best_checkpoint"])
+
+
+def _damage(kind: str, path: Path, good: Path) -> None:
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "would run code":
+        torch.save({"state_dict": {}, "hook": os.system}, path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random bytes", "would run code"])
+@pytest.mark.parametrize("script", ["eval", "predict"])
+def test_damaged_checkpoint_named_and_told_apart(
+    kind, script, checkpoint, tmp_path, capsys, monkeypatch
+):
+    bad = tmp_path / "bad.ckpt"
+    _damage(kind, bad, checkpoint)
+    images = tmp_path / "in"
+    make_folder(images)
+    args = [f"ckpt_path={bad}"] + ([f"input={images}/images"] if script == "predict" else [])
+    run_dir = tmp_path / "run"
+    code, out = run(script, args, run_dir, capsys, monkeypatch)
+    assert code == EXIT_INPUT and "Traceback" not in out, out[-3000:]
+    assert str(bad) in out and str(bad) in (run_dir / f"{script}.log").read_text()
+    assert "weights_only=False" not in out  # never advice to turn the check off
+    if kind == "would run code":
+        assert "refused" in out and "run code" in out
+    else:
+        assert f"not a readable checkpoint ({bad.stat().st_size} bytes)" in out
+
+
+def test_eval_reads_the_data_the_user_names(checkpoint, tmp_path, capsys, monkeypatch):
+    """One checkpoint evaluated on two other folders gets each folder's own figures."""
+    figures = []
+    for i in range(2):
+        root = make_folder(tmp_path / f"other{i}", splits=(("val", 2 + i),))
+        cfg = compose_cfg("eval", [f"ckpt_path={checkpoint}", f"+data.root={root}"], tmp_path)
+        metrics = evaluate(cfg)
+        # Every pixel of the folder's own 2 or 3 images (30 x 20, no ignored pixels).
+        assert sum(map(sum, metrics["val/confusion_matrix"])) == (2 + i) * 30 * 20
+        figures.append(metrics["val/confusion_matrix"])
+    assert figures[0] != figures[1]
+    # A corrupt validation image in the folder named is read, and stops the evaluation.
+    root = tmp_path / "other0"
+    _truncate(next((root / "images/val").rglob("*.jpg")))
+    code, out = run(
+        "eval",
+        [f"ckpt_path={checkpoint}", f"+data.root={root}"],
+        tmp_path / "r",
+        capsys,
+        monkeypatch,
+    )
+    assert code == EXIT_INPUT and str(root) in out and "Traceback" not in out
