@@ -22,6 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import ROOT, tiny_cfg
 from seglab import pipeline
+from seglab.errors import InputError
 from seglab.prediction import predict
 
 # Every seeded run below: the same seed, deterministic algorithms, 2 epochs of 4 steps.
@@ -182,8 +183,11 @@ def _predict(runs: Path, ckpt: Path, inputs: Path, out: str, *overrides: str) ->
 
 @pytest.fixture(scope="module")
 def predicted(runs: Path, half: Run, images: Path) -> list[Path]:
-    """predict.py on ``images/mixed`` with the 1-epoch run's last.ckpt, into ``runs/pred``."""
-    return _predict(runs, half.last, images / "mixed", "pred")
+    """predict.py on ``images/mixed`` with the 1-epoch run's last.ckpt, into ``runs/pred``:
+    the masks written before it stops on the unreadable file (exit status 2)."""
+    with pytest.raises(InputError, match=r"1 of 3 images could not be read.*broken\.png"):
+        _predict(runs, half.last, images / "mixed", "pred")
+    return sorted(p for p in (runs / "pred").rglob("*.png") if "_overlay" not in p.name)
 
 
 # --- Short runs of their own ------------------------------------------------------------
@@ -365,7 +369,7 @@ def test_flip_tta_gives_a_valid_different_evaluation(make_cfg, saved):
 # --- predict.py -------------------------------------------------------------------------
 
 
-def test_predict_skips_unreadable_files_and_goes_on(predicted):
+def test_predict_writes_the_readable_files_then_stops(predicted):
     assert sorted(p.name for p in predicted) == ["a.png", "b.png"]
 
 

@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.tree import Tree
 
+from seglab.config_schema import check_values
+from seglab.errors import InputError
+
 
 def auto_precision(cpu_bf16: bool = True) -> str:
     """The fastest correct precision here: mixed precision on CUDA, bf16 autocast on CPUs with
@@ -36,6 +39,20 @@ def cudnn_benchmark(deterministic: bool = False) -> bool:
     return torch.cuda.is_available() and not deterministic
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's or a job
+    scheduler's share), not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def max_workers(workers: int) -> int:
+    """``workers`` DataLoader processes, at most one per usable CPU: more only compete for
+    the same cores (and PyTorch warns about them)."""
+    return min(int(workers), usable_cpus())
+
+
 def register_resolvers() -> None:
     """The ``${seglab.*:}`` resolvers the configs use (idempotent; done at import)."""
     resolvers = {
@@ -44,6 +61,7 @@ def register_resolvers() -> None:
         # Part of run folder names: with the microsecond time it keeps runs started at the
         # same moment apart.
         "seglab.pid": os.getpid,
+        "seglab.workers": max_workers,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -84,22 +102,24 @@ INSTANCE_MODULE = "seglab.instance_module.InstanceModule"
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Cheap consistency checks, run before any model or data is built."""
+    """Cheap checks, run before any model or data is built: each value's type and range
+    (``seglab.config_schema``), then missing values and whether data, model and loss agree."""
+    check_values(cfg)
     missing = {k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")}
     if missing:
-        raise ValueError(
+        raise InputError(
             f"config values missing: {sorted(missing)}; set them on the command line, e.g. "
             f"{sorted(missing)[0]}=..."
         )
     data, net = cfg.data, cfg.model.get("net", {})
     if cfg.model.get("_target_") == INSTANCE_MODULE and cfg.get("loss") is not None:
-        raise ValueError(
+        raise InputError(
             f"{model_name(plain(cfg))} is an instance-segmentation model: run it with "
             "task=instance (e.g. python src/train.py task=instance model=maskrcnn_resnet18_fpn)"
         )
     out = net.get("num_classes")
     if out is not None and out != data.num_classes and not (out == 1 and data.num_classes == 2):
-        raise ValueError(
+        raise InputError(
             f"model.net.num_classes={out} but data '{data.name}' has num_classes="
             f"{data.num_classes}; remove the override (it defaults to ${{data.num_classes}}) "
             "or pick the data config that matches"
@@ -109,11 +129,11 @@ def check_config(cfg: DictConfig) -> None:
         and "BCE" not in str(cfg.loss.get("_target_", ""))
         and "Dice" not in str(cfg.loss.get("_target_", ""))
     ):
-        raise ValueError(
+        raise InputError(
             "a single-channel net (model.net.num_classes=1) needs loss=bce or loss=dice"
         )
     if data.get("in_channels") not in (1, 3):
-        raise ValueError(
+        raise InputError(
             f"data.in_channels={data.get('in_channels')}: images are read as 3 (RGB) or 1 "
             "(grey) channels; set data.in_channels=3 or 1"
         )
@@ -121,14 +141,21 @@ def check_config(cfg: DictConfig) -> None:
         stats = data.get(key)
         if stats is not None and len(stats) != data.in_channels:
             one = "[0.5]" if key == "mean" else "[0.25]"
-            raise ValueError(
+            raise InputError(
                 f"data.{key} has {len(stats)} values but data.in_channels={data.in_channels}: "
                 f"give one per channel (e.g. data.{key}={one} for grey images, or the "
                 "dataset's own statistics from src/data_stats.py)"
             )
+    weights = data.get("class_weights")
+    if weights is not None and len(weights) != data.num_classes:
+        raise InputError(
+            f"data.class_weights has {len(weights)} values but data '{data.name}' has "
+            f"num_classes={data.num_classes}: give one weight per class (src/data_stats.py "
+            "prints them) or data.class_weights=null"
+        )
     cin = net.get("in_channels")
     if cin is not None and cin != data.in_channels:
-        raise ValueError(
+        raise InputError(
             f"model.net.in_channels={cin} but data '{data.name}' has in_channels="
             f"{data.in_channels}; remove the override"
         )

@@ -28,8 +28,10 @@ import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
 
 from seglab.config import register_resolvers
+from seglab.config_schema import check_values
 from seglab.errors import EXIT_INPUT, SeglabError, message_of
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ def _expected(err: BaseException) -> SeglabError | None:
 
 
 def exit_status(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """An expected failure (``seglab.errors``) is one message, on the terminal and in the
+    """The config's values are checked first (``seglab.config_schema``). An expected failure
+    (``seglab.errors``) is one message, on the terminal and in the
     run's log, and its exit status (2: bad input, 1: other); ``HYDRA_FULL_ERROR=1`` shows its
     traceback instead. Unexpected errors keep theirs (Hydra prints them).
 
@@ -60,6 +63,8 @@ def exit_status(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
+            if args and isinstance(args[0], DictConfig):
+                check_values(args[0])  # every script's values, before anything is built
             return fn(*args, **kwargs)
         except Exception as err:
             expected = _expected(err)

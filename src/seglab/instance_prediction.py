@@ -21,11 +21,12 @@ from seglab.config import INSTANCE_MODULE, plain
 from seglab.module import autocast
 from seglab.out_of_memory import raise_if_oom
 from seglab.prediction_io import (
+    INSTANCE_MASKS,
+    OVERLAY,
+    OutputPlan,
     image_loader,
-    list_images,
-    log_unreadable,
     on_device,
-    output_stem,
+    raise_if_unreadable,
 )
 from seglab.visualize import draw_instances
 
@@ -37,19 +38,19 @@ def is_instance_run(run: dict[str, Any]) -> bool:
     return run.get("model", {}).get("_target_") == INSTANCE_MODULE
 
 
-def predict_instances(cfg: DictConfig, ckpt: dict[str, Any]) -> list[Path]:
+def predict_instances(cfg: DictConfig, plan: OutputPlan, ckpt: dict[str, Any]) -> list[Path]:
     """Writes ``<name>_overlay.png`` (one colour per instance, class name and score) for
-    every image under ``cfg.input`` at the image's own size; with ``instance_masks=true``
-    also ``<name>_instances/<k>_<class>.png`` (0/255, one per detection, by score); with
+    every input of ``plan`` at the image's own size; with ``instance_masks=true`` also
+    ``<name>_instances/<k>_<class>.png`` (0/255, one per detection, by score); with
     ``coco_json=<file>`` the detections as a COCO results JSON (image ids: the file name's
-    number when it is one, as COCO's, else the image's position in the sorted list)."""
+    number when it is one, as COCO's, else the image's position in the sorted list). Inputs
+    that could not be read end the run with an ``InputError``, after the others are
+    written."""
     module, run = module_from_checkpoint(ckpt, path=cfg.ckpt_path)
     device, precision = on_device(module, cfg, run)
     score_thresh = cfg.get("score_thresh")
     score_thresh = module.paste_score_thresh if score_thresh is None else float(score_thresh)
-    in_root, out_root = Path(cfg.input), Path(cfg.output)
-    paths = list_images(in_root)
-    out_root.mkdir(parents=True, exist_ok=True)
+    paths = plan.inputs
     written, failed, results = [], [], []
     data = OmegaConf.to_container(run.data, resolve=True)
     loader = image_loader(paths, data, int(cfg.get("num_workers", 0)))
@@ -72,32 +73,32 @@ def predict_instances(cfg: DictConfig, ckpt: dict[str, Any]) -> list[Path]:
             masks = out["masks"][keep].cpu().numpy()
             labels, scores = out["labels"][keep].tolist(), out["scores"][keep].tolist()
             boxes = out["boxes"][keep].float().cpu().numpy()
-            target = output_stem(path, in_root, out_root)
             drawn = draw_instances(
                 image, masks, labels, scores, module.class_names, cfg.get("alpha", 0.5)
             )
-            overlay_path = target.with_name(target.name + "_overlay.png")
+            overlay_path = plan.output(pos, OVERLAY)
             Image.fromarray(drawn).save(overlay_path)
             written.append(overlay_path)
             if cfg.get("instance_masks", False):
-                folder = target.with_name(target.name + "_instances")
+                folder = plan.output(pos, INSTANCE_MASKS)
                 folder.mkdir(exist_ok=True)
                 for k, m in enumerate(masks):
                     name = module.class_names[labels[k]].replace(" ", "_")
                     Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{k:03d}_{name}.png")
             if cfg.get("coco_json"):
                 image_id = int(path.stem) if path.stem.isdigit() else pos
-                rel = target.relative_to(out_root)
+                rel = plan.stems[pos].relative_to(plan.out_root)
                 for d in coco_eval.image_record(
                     image_id, *image.shape[:2], np.zeros((0, 1, 1)), [], [], None,
                     masks, labels, scores, boxes,
                 )["det"]:  # fmt: skip
                     results.append({"image_id": image_id, "file_name": str(rel), **d})
-    if cfg.get("coco_json"):
+    if cfg.get("coco_json") and written:
         path = Path(cfg.coco_json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results))
         log.info("wrote %d detections (COCO results format) to %s", len(results), path)
-    log.info("wrote %d instance overlays to %s", len(written), out_root)
-    log_unreadable(failed, len(failed) + len(written))
+    if written:
+        log.info("wrote %d instance overlays to %s", len(written), plan.out_root)
+    raise_if_unreadable(failed, plan)
     return written

@@ -3,7 +3,8 @@
 An out-of-memory error in a training / evaluation / prediction step (``torch.OutOfMemoryError``
 on a GPU, the allocator's ``RuntimeError`` on a CPU) is raised again as ``OutOfMemoryError``,
 a subclass of ``torch.OutOfMemoryError`` (itself a ``RuntimeError``), so that ``except``
-clauses for either still catch it, with the batch, the image size, the model and what to
+clauses for either still catch it, and of ``SeglabError`` (the scripts print it as one
+message and exit with status 1), with the batch, the image size, the model and what to
 lower in its message. ``StepRecorder`` (a callback) notes the batch each step gets;
 ``explain_oom`` wraps the entry points.
 """
@@ -19,9 +20,10 @@ import lightning as L
 import torch
 
 from seglab.config import model_name
+from seglab.errors import SeglabError
 
 
-class OutOfMemoryError(torch.OutOfMemoryError):
+class OutOfMemoryError(SeglabError, torch.OutOfMemoryError):
     """Out of memory in a step, with the batch, the image size, the model and what to lower
     in its message; the original error is its ``__cause__``."""
 

@@ -16,16 +16,17 @@ from rich.progress import Progress
 
 from seglab.checkpoints import module_from_checkpoint
 from seglab.config import plain
-from seglab.export import onnx_predictor, read_onnx_metadata
+from seglab.export import onnx_predictor
 from seglab.inference import Inferer
 from seglab.module import autocast, logits_to_labels
 from seglab.out_of_memory import raise_if_oom
 from seglab.prediction_io import (
+    MASK,
+    OVERLAY,
+    OutputPlan,
     image_loader,
-    list_images,
-    log_unreadable,
     on_device,
-    output_stem,
+    raise_if_unreadable,
 )
 from seglab.visualize import overlay
 
@@ -53,10 +54,10 @@ def checkpoint_labeller(cfg: DictConfig, ckpt: dict[str, Any]) -> tuple[dict[str
     return OmegaConf.to_container(run.data, resolve=True), to_labels
 
 
-def onnx_labeller(cfg: DictConfig) -> tuple[dict[str, Any], Labeller]:
-    """The same from an ONNX file written by ``export.py`` (its metadata holds the data
-    facts); onnxruntime runs in fp32 under the configured inference (slide, TTA)."""
-    data = read_onnx_metadata(cfg.onnx_path)
+def onnx_labeller(cfg: DictConfig, data: dict[str, Any]) -> tuple[dict[str, Any], Labeller]:
+    """The same from an ONNX file written by ``export.py`` (``data``: its metadata, read
+    first by ``read_onnx_metadata`` to check the file before anything else); onnxruntime
+    runs in fp32 under the configured inference (slide, TTA)."""
     inference = cfg.get("inference")
     inferer = Inferer(**(OmegaConf.to_container(inference, resolve=True) if inference else {}))
     predict = onnx_predictor(cfg.onnx_path)
@@ -67,29 +68,28 @@ def onnx_labeller(cfg: DictConfig) -> tuple[dict[str, Any], Labeller]:
     return data, to_labels
 
 
-def predict_semantic(cfg: DictConfig, data: dict[str, Any], to_labels: Labeller) -> list[Path]:
-    """Writes a palette PNG mask (``<name>.png``, pixel values are class ids) and an overlay
-    (``<name>_overlay.png``) for every image under ``cfg.input``, at the image's own size.
-    Images are read by ``cfg.num_workers`` workers and run ``cfg.batch_size`` at a time
-    (images of equal size share a batch)."""
-    in_root = Path(cfg.input)
-    paths = list_images(in_root)
+def predict_semantic(
+    cfg: DictConfig, plan: OutputPlan, data: dict[str, Any], to_labels: Labeller
+) -> list[Path]:
+    """Writes a palette PNG mask (pixel values are class ids) and an overlay for every input
+    of ``plan``, at the image's own size, where the plan put them (``<name>.png``,
+    ``<name>_overlay.png``). Images are read by ``cfg.num_workers`` workers and run
+    ``cfg.batch_size`` at a time (images of equal size share a batch). Inputs that could not
+    be read end the run with an ``InputError``, after the others are written."""
+    paths = plan.inputs
     palette = [list(c) for c in data["palette"]]
     flat_palette = [v for c in palette for v in c]
-    out_root = Path(cfg.output)
-    out_root.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
 
     def write(i: int, image: np.ndarray, labels: np.ndarray) -> None:
-        target = output_stem(paths[i], in_root, out_root)
         mask = Image.fromarray(labels.astype(np.uint8), mode="P")
         mask.putpalette(flat_palette)
-        mask.save(target.with_name(target.name + ".png"))
+        mask.save(plan.output(i, MASK))
         rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
         Image.fromarray(
             overlay(rgb, labels, palette, cfg.get("alpha", 0.5), data["ignore_index"])
-        ).save(target.with_name(target.name + "_overlay.png"))
-        written.append(target.with_name(target.name + ".png"))
+        ).save(plan.output(i, OVERLAY))
+        written.append(plan.output(i, MASK))
 
     def run_batch(items: list[tuple[int, np.ndarray, torch.Tensor]]) -> None:
         x = torch.stack([t for _, _, t in items])
@@ -122,6 +122,7 @@ def predict_semantic(cfg: DictConfig, data: dict[str, Any], to_labels: Labeller)
         for group in pending.values():
             run_batch(group)
             progress.advance(task, len(group))
-    log.info("wrote %d masks and overlays to %s", len(written), out_root)
-    log_unreadable(failed, len(failed) + len(written))
+    if written:
+        log.info("wrote %d masks and overlays to %s", len(written), plan.out_root)
+    raise_if_unreadable(failed, plan)
     return written

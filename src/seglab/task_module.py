@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from seglab import provenance
-from seglab.errors import InputError
+from seglab.errors import InputError, SeglabError
 from seglab.metrics import ConfusionMatrix
 from seglab.models.pretrained import load_pretrained
 from seglab.optim import param_groups, scale_group_lrs
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 NONFINITE_LOSS_MODES = ("error", "skip")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(SeglabError, FloatingPointError):
     """The training loss became NaN or infinite (``model.nonfinite_loss=error``)."""
 
 

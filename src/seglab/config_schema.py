@@ -1,0 +1,397 @@
+"""The values each config key accepts, checked when a config is read, before anything is
+built from it: a bad value would otherwise fail late in a library without naming the key
+(PyTorch's "batch_size should be a positive integer value"), or silently (``flip=abc`` is
+true). ``check_values`` stops with one message naming each bad key, the value given and what
+is allowed: ``data.batch_size=abc: must be a positive integer (e.g. data.batch_size=8)``.
+
+One table, ``RULES`` (full key -> ``Rule``), serves every entry script: keys absent from a
+config are skipped; ``*`` matches every child of a mapping (``model.lr_mult.*``). An
+interpolated value (``${...}``) is left to the key it comes from (``data.seed: ${seed}`` is
+checked as ``seed``), so one mistake is reported once; missing values (``???``) are
+``seglab.config.check_config``'s. Booleans are never numbers here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from seglab.data.bad_samples import ON_BAD_SAMPLE
+from seglab.errors import InputError
+from seglab.task_module import NONFINITE_LOSS_MODES
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key accepts: ``ok(plain value)``, in words (``allowed``), with an ``example``
+    as typed on the command line."""
+
+    ok: Callable[[Any], bool]
+    allowed: str
+    example: str
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _list_of(item: Rule, v: Any, length: int | None = None) -> bool:
+    """``v`` is a non-empty list (of ``length`` items when given) of values ``item`` accepts."""
+    if not isinstance(v, list) or not v or (length is not None and len(v) != length):
+        return False
+    return all(item.ok(x) for x in v)
+
+
+def show(value: Any, sep: str = ", ") -> str:
+    """``value`` as written in YAML or a Hydra override; a string that would read as another
+    type (``'8'``, ``'true'``, ``''``) is quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        typed = value.strip() != value or value.lower() in ("", "true", "false", "null", "~")
+        try:
+            float(value)
+            typed = True
+        except ValueError:
+            pass
+        return repr(value) if typed else value
+    if isinstance(value, list | tuple):
+        return "[" + sep.join(show(v, sep) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + sep.join(f"{k}: {show(v, sep)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _rule(ok: Callable[[Any], bool], allowed: str, example: Any, null: bool) -> Rule:
+    example = show(example, sep=",")  # as typed on the command line: no spaces
+    if null:
+        return Rule(lambda v: v is None or ok(v), f"{allowed} or null", example)
+    return Rule(ok, allowed, example)
+
+
+def integer(lo=None, hi=None, *, example: int, null: bool = False, note: str = "") -> Rule:
+    """An int (not a bool, not 8.0) in [lo, hi]."""
+    if lo is None:
+        words = "an integer"
+    elif hi is not None:
+        words = f"an integer from {lo} to {hi}"
+    else:
+        words = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+
+    def ok(v: Any) -> bool:
+        return _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+
+    return _rule(ok, words + note, example, null)
+
+
+def number(lo: float, hi=None, *, example: Any, lo_open=False, hi_open=False, null=False):
+    """A finite int or float from ``lo`` to ``hi`` (open ends excluded)."""
+
+    def ok(v: Any) -> bool:
+        if not _is_num(v) or v < lo or (lo_open and v == lo):
+            return False
+        return hi is None or v < hi or (v == hi and not hi_open)
+
+    if hi is None:
+        words = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        words = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    return _rule(ok, words, example, null)
+
+
+def numbers(item: Rule, example: list, *, null: bool = False) -> Rule:
+    """A non-empty list of ``item``'s numbers (``item`` is a ``number`` rule)."""
+    words = item.allowed.replace("a number", "a list of numbers", 1)
+    return _rule(lambda v: _list_of(item, v), words, example, null)
+
+
+def boolean(*, null: bool = False) -> Rule:
+    return _rule(lambda v: isinstance(v, bool), "true or false", True, null)
+
+
+def choice(*values: Any, null: bool = False) -> Rule:
+    """One of ``values`` (``True`` does not count as ``1``)."""
+    words = ", ".join(show(x) for x in values[:-1]) + f" or {show(values[-1])}"
+    ok = lambda v: any(type(v) is type(x) and v == x for x in values)  # noqa: E731
+    return _rule(ok, words, values[0], null)
+
+
+def per_split(rule: Rule) -> Rule:
+    """``rule``'s value, or a mapping split -> such a value (``{train: 3200, val: 100}``)."""
+    return Rule(
+        lambda v: rule.ok(v) or (isinstance(v, dict) and bool(v) and all(map(rule.ok, v.values()))),
+        f"{rule.allowed}, or one per split ({{train: ..., val: ...}})",
+        rule.example,
+    )
+
+
+def _batches(v: Any) -> bool:
+    """Lightning's batch limits: a count, a fraction, or a whole float (2.0: 2 batches)."""
+    return _is_num(v) and v >= 0 and (_is_int(v) or v <= 1 or float(v).is_integer())
+
+
+def _val_check(v: Any) -> bool:
+    if isinstance(v, str):
+        return re.fullmatch(r"\d+:\d+:\d+:\d+", v) is not None
+    return isinstance(v, dict) or (_batches(v) and v > 0)
+
+
+def _devices(v: Any) -> bool:
+    if isinstance(v, str):
+        return v == "auto" or re.fullmatch(r"-1|\d+(,\d*)*", v.replace(" ", "")) is not None
+    if isinstance(v, list):
+        return len(v) > 0 and all(_is_int(x) and x >= 0 for x in v)
+    return _is_int(v) and (v >= 1 or v == -1)
+
+
+# Lightning's precision values (lightning.fabric.plugins.precision: _PRECISION_INPUT);
+# predict.py reads the same strings.
+PRECISIONS = (
+    *("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
+    *("transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64", 32, 16, 64),
+)
+
+POSITIVE_INT = integer(1, example=8)
+BOOL, BOOL_OR_NULL = boolean(), boolean(null=True)
+FRACTION = number(0, 1, example=0.5)
+SEED = integer(0, 2**32 - 1, example=42, null=True)
+BATCHES = Rule(
+    _batches, "an integer >= 0 (batches) or a number in [0.0, 1.0] (a fraction of them)", "0.25"
+)
+MIN_MAX = choice("min", "max")
+PRECISION = Rule(
+    lambda v: v in PRECISIONS and not isinstance(v, bool | float),
+    "one of " + ", ".join(map(str, PRECISIONS[:6])) + " (or Lightning's aliases 32, 16, bf16)",
+    "32-true",
+)
+SIZES = Rule(
+    lambda v: _list_of(POSITIVE_INT, v, 3), "[batch, height, width], positive integers", "[2,64,64]"
+)
+WINDOW = Rule(
+    lambda v: POSITIVE_INT.ok(v) or _list_of(POSITIVE_INT, v, 2),
+    "a positive integer or [height, width]",
+    "512",
+)
+
+RULES: dict[str, Rule] = {
+    # train.yaml and every script that composes it
+    "seed": SEED,
+    **dict.fromkeys(("train", "test", "malloc_keep_freed"), BOOL),
+    # data
+    "data.batch_size": POSITIVE_INT,
+    "data.eval_batch_size": integer(1, example=1),
+    "data.num_workers": integer(0, example=4),
+    "data.crop_size": integer(1, example=256),
+    "data.val_subset": integer(1, example=50, null=True, note=" (validation images)"),
+    "data.num_classes": integer(1, example=2),
+    "data.ignore_index": integer(example=255),
+    "data.mean": numbers(number(0, example=0.5), [0.5, 0.5, 0.5]),
+    "data.std": numbers(number(0, lo_open=True, example=0.25), [0.25, 0.25, 0.25]),
+    "data.class_weights": numbers(number(0, example=1), [1.0, 2.0], null=True),
+    "data.seed": SEED,
+    "data.pin_memory": BOOL_OR_NULL,
+    **dict.fromkeys(("data.persistent_workers", "data.download"), BOOL),
+    "data.on_bad_sample": choice(*ON_BAD_SAMPLE),
+    "data.instance_min_size": integer(1, example=800),
+    "data.instance_max_size": integer(1, example=1333),
+    "data.dataset.num_samples": per_split(integer(1, example=100)),
+    "data.dataset.min_size": per_split(integer(1, example=48)),
+    "data.dataset.max_size": per_split(integer(1, example=64)),
+    "data.dataset.max_objects": integer(1, example=3),
+    "data.dataset.seed": integer(0, example=0),
+    "data.dataset.touching": FRACTION,
+    "data.dataset.min_area": number(0, example=16),
+    "data.dataset.min_object_area": per_split(number(0, example=1000)),
+    # model
+    **dict.fromkeys(
+        [
+            f"model.{k}"
+            for k in ("pretrained", "train_trunk", "channels_last", "compile", "cpu_bf16")
+        ],
+        BOOL,
+    ),
+    "model.nonfinite_loss": choice(*NONFINITE_LOSS_MODES),
+    "model.aux_weight": number(0, example=0.4),
+    "model.lr_mult.*": number(0, example=0.1),
+    **dict.fromkeys(("model.mask_threshold", "model.paste_score_thresh"), FRACTION),
+    "model.net.num_classes": integer(1, example=2),
+    "model.net.dropout": number(0, 1, example=0.1),
+    "model.net.depth": integer(1, example=4),
+    "model.net.base_channels": integer(1, example=64),
+    "model.net.growth_rate": integer(1, example=16),
+    "model.net.output_stride": choice(8, 16, 32),
+    "model.net.trainable_layers": integer(0, 5, example=3),
+    **dict.fromkeys(("model.net.box_score_thresh", "model.net.box_nms_thresh"), FRACTION),
+    "model.net.detections_per_img": integer(1, example=100),
+    "model.net.box_batch_size_per_image": integer(1, example=512),
+    "model.net.min_size": integer(1, example=800),
+    "model.net.max_size": integer(1, example=1333),
+    # loss
+    "loss.label_smoothing": number(0, 1, example=0.1, hi_open=True),
+    "loss.smooth": number(0, example=1.0),
+    "loss.gamma": number(0, example=2.0),
+    "loss.pos_weight": number(0, lo_open=True, example=2.0, null=True),
+    "loss.weights": numbers(number(0, example=1), [1.0, 0.5]),
+    # optimizer and scheduler
+    "optimizer.lr": number(0, lo_open=True, example=0.001),
+    "optimizer.weight_decay": number(0, example=0.0001),
+    "optimizer.momentum": number(0, 1, hi_open=True, example=0.9),
+    "optimizer.nesterov": BOOL,
+    "optimizer.eps": number(0, lo_open=True, example=1e-8),
+    "scheduler.warmup_steps": integer(0, example=100),
+    "scheduler.warmup_ratio": number(0, 1, example=0.1),
+    "scheduler.min_lr_ratio": number(0, 1, example=0.0),
+    "scheduler.power": number(0, lo_open=True, example=0.9),
+    # trainer (Lightning's Trainer arguments)
+    "trainer.max_epochs": integer(-1, example=20, null=True, note=" (-1: no limit)"),
+    "trainer.min_epochs": integer(0, example=1, null=True),
+    "trainer.max_steps": integer(-1, example=1000, note=" (-1: no limit)"),
+    "trainer.min_steps": integer(0, example=100, null=True),
+    "trainer.devices": Rule(
+        _devices, "a positive integer, -1 (all), auto, or a list of device indices", "1"
+    ),
+    "trainer.num_nodes": integer(1, example=1),
+    "trainer.precision": PRECISION,
+    "trainer.check_val_every_n_epoch": integer(1, example=1, null=True),
+    "trainer.val_check_interval": _rule(
+        _val_check,
+        "an integer >= 1 (training batches), a number in (0.0, 1.0] (a fraction of the "
+        "epoch) or a time DD:HH:MM:SS",
+        0.5,
+        null=True,
+    ),
+    "trainer.log_every_n_steps": integer(0, example=20),
+    "trainer.num_sanity_val_steps": integer(-1, example=2, note=" (-1: all)"),
+    **dict.fromkeys(
+        [f"trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")],
+        _rule(BATCHES.ok, BATCHES.allowed, 0.25, null=True),
+    ),
+    "trainer.overfit_batches": BATCHES,
+    "trainer.fast_dev_run": Rule(
+        lambda v: isinstance(v, bool) or (_is_int(v) and v >= 0),
+        "true, false or a number of batches >= 0",
+        "true",
+    ),
+    "trainer.accumulate_grad_batches": integer(1, example=4),
+    "trainer.gradient_clip_val": number(0, example=1.0, null=True),
+    "trainer.gradient_clip_algorithm": choice("norm", "value", null=True),
+    "trainer.deterministic": choice(True, False, "warn", null=True),
+    **dict.fromkeys(("trainer.sync_batchnorm", "trainer.detect_anomaly"), BOOL),
+    "trainer.reload_dataloaders_every_n_epochs": integer(0, example=0),
+    **dict.fromkeys(
+        [f"trainer.{k}" for k in ("benchmark", "enable_checkpointing", "enable_progress_bar")]
+        + ["trainer.enable_model_summary"],
+        BOOL_OR_NULL,
+    ),
+    # callbacks
+    "callbacks.model_checkpoint.save_top_k": integer(-1, example=1, note=" (-1: all)"),
+    "callbacks.model_checkpoint.every_n_epochs": integer(0, example=1, null=True),
+    "callbacks.model_checkpoint.save_last": choice(True, False, "link", null=True),
+    **dict.fromkeys(("callbacks.model_checkpoint.mode", "callbacks.early_stopping.mode"), MIN_MAX),
+    "callbacks.early_stopping.patience": integer(0, example=5),
+    "callbacks.early_stopping.min_delta": number(0, example=0.001),
+    "callbacks.visualizer.num_samples": integer(0, example=6),
+    "callbacks.visualizer.every_n_epochs": integer(1, example=1),
+    "callbacks.visualizer.alpha": FRACTION,
+    "callbacks.model_summary.max_depth": integer(-1, example=2),
+    "callbacks.lr_monitor.logging_interval": choice("step", "epoch", null=True),
+    "callbacks.memory_trace.every_n_steps": integer(1, example=20),
+    # inference (validation, test, eval.py, predict.py)
+    "inference.mode": choice("whole", "slide"),
+    "inference.window": WINDOW,
+    "inference.overlap": number(0, 1, hi_open=True, example=0.333),
+    "inference.blend": choice("mean", "gaussian"),
+    "inference.scales": numbers(number(0, lo_open=True, example=1), [0.75, 1.0, 1.25]),
+    "inference.flip": BOOL,
+    # predict.py (and reproduce.py: precision, num_workers; browse.py: alpha)
+    "batch_size": POSITIVE_INT,
+    "num_workers": integer(0, example=2),
+    "alpha": FRACTION,
+    "precision": _rule(PRECISION.ok, PRECISION.allowed, "bf16-mixed", null=True),
+    "score_thresh": number(0, 1, example=0.5, null=True),
+    **dict.fromkeys(("instance_masks", "progress"), BOOL),
+    # browse.py
+    "num": integer(1, example=16, null=True),
+    "cols": integer(1, example=4),
+    **dict.fromkeys(("shuffle", "augment"), BOOL),
+    # check_data.py, data_stats.py, memcheck.py
+    "check.num_workers": integer(0, example=4, null=True),
+    "check.max_listed": integer(0, example=50),
+    "check.progress": BOOL,
+    "stats.max_images": integer(1, example=100, null=True),
+    "stats.batch_size": POSITIVE_INT,
+    "memcheck.steps": integer(1, example=2000),
+    "memcheck.every_n_steps": integer(1, example=20),
+    "memcheck.warmup_steps": integer(0, example=200),
+    "memcheck.max_growth_mb": number(0, example=25),
+    # benchmark.py
+    "bench.warmup": integer(0, example=5),
+    "bench.steps": integer(1, example=12),
+    "bench.repeats": integer(1, example=4),
+    "bench.batch_size": integer(1, example=8, null=True),
+    "bench.loader_batches": integer(1, example=30),
+    "bench.flops_size": integer(1, example=512),
+    "bench.onnx": BOOL,
+    # export.py
+    "opset": integer(1, example=17),
+    "sample_size": SIZES,
+    "check_size": SIZES,
+    "tolerance": number(0, example=0.001),
+    # reproduce.py
+    "budget": number(0, lo_open=True, example=1.0),
+    "grid_images": integer(0, example=4),
+}
+
+
+def _values(node: DictConfig, parts: list[str], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(full key, plain value) of each key under ``node`` that ``parts`` names, skipping keys
+    that are absent, missing (``???``), interpolated or that do not resolve."""
+    head, rest = parts[0], parts[1:]
+    for name in list(node.keys()) if head == "*" else [head]:
+        if name not in node or OmegaConf.is_interpolation(node, str(name)):
+            continue  # ``in`` is false for a missing value
+        key = f"{prefix}{name}"
+        try:
+            child = node[name]
+            if OmegaConf.is_config(child) and not rest:
+                child = OmegaConf.to_container(child, resolve=True)
+        except OmegaConfBaseException:
+            continue
+        if not rest:
+            yield key, child
+        elif isinstance(child, DictConfig):
+            yield from _values(child, rest, f"{key}.")
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    """One line per value of ``cfg`` that its rule in ``RULES`` refuses."""
+    found = []
+    for pattern, rule in RULES.items():
+        for key, value in _values(cfg, pattern.split(".")):
+            if not rule.ok(value):
+                found.append(
+                    f"{key}={show(value)}: must be {rule.allowed} (e.g. {key}={rule.example})"
+                )
+    return found
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raises one ``InputError`` listing every bad value of ``cfg``; call it first, before
+    anything is built from the config."""
+    found = problems(cfg)
+    if len(found) == 1:
+        raise InputError(found[0])
+    if found:
+        raise InputError(f"{len(found)} config values are not valid:\n  " + "\n  ".join(found))
