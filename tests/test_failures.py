@@ -35,7 +35,9 @@ FOLDER_RUN = [
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"seglab_script_{name}", ROOT / "src" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"seglab_script_{name}", ROOT / "src" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
@@ -206,3 +208,38 @@ def test_eval_reads_the_data_the_user_names(checkpoint, tmp_path, capsys, monkey
         monkeypatch,
     )
     assert code == EXIT_INPUT and str(root) in out and "Traceback" not in out
+
+
+def _predict_case(case: str, tmp: Path) -> tuple[list[str], list[str]]:
+    """Inputs for one predict case: (extra overrides, what the message must hold)."""
+    images = tmp / "in"
+    images.mkdir()
+    if case == "all inputs corrupt":
+        for name in ("a.png", "b.jpg"):
+            (images / name).write_bytes(b"not an image")
+        return [f"input={images}"], ["2 of 2 images could not be read", "a.png"]
+    if case == "one corrupt file as input":
+        (images / "a.png").write_bytes(b"")
+        return [f"input={images / 'a.png'}"], ["1 of 1 images could not be read", "a.png"]
+    if case == "no images":
+        (images / "notes.txt").write_text("x")
+        return [f"input={images}"], [str(images), "holds no image"]
+    # an output folder that cannot be written: under a file
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    (tmp / "file").write_text("x")
+    return [f"input={images}", f"output={tmp / 'file' / 'sub'}"], ["output=", "file/sub"]
+
+
+@pytest.mark.parametrize(
+    "case", ["all inputs corrupt", "one corrupt file as input", "no images", "unwritable output"]
+)
+def test_predict_never_reports_success_for_work_not_done(
+    case, checkpoint, tmp_path, capsys, monkeypatch
+):
+    args, words = _predict_case(case, tmp_path)
+    run_dir = tmp_path / "run"
+    code, out = run("predict", [f"ckpt_path={checkpoint}", *args], run_dir, capsys, monkeypatch)
+    assert code == EXIT_INPUT and "Traceback" not in out, out[-3000:]
+    log = (run_dir / "predict.log").read_text()
+    for word in words:
+        assert word in out and word in log, (word, out[-2000:])
