@@ -48,7 +48,7 @@ BAD_TRAIN = [
     ("+trainer.limit_train_batches=1.5", f"trainer.limit_train_batches=1.5: must be {LIMITS}"),
     ("+trainer.limit_val_batches=-1", f"trainer.limit_val_batches=-1: must be {LIMITS}"),
     ("+trainer.val_check_interval=0", "trainer.val_check_interval=0: must be an integer >= 1"),
-    ("+trainer.accumulate_grad_batches=0", f"trainer.accumulate_grad_batches=0: {POSITIVE}"),
+    ("trainer.accumulate_grad_batches=0", f"trainer.accumulate_grad_batches=0: {POSITIVE}"),
     ("+trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1: must be a number >= 0"),
     ("trainer.precision=15", "trainer.precision=15: must be one of 32-true, bf16-mixed"),
     ("trainer.devices=0", "trainer.devices=0: must be a positive integer, -1"),

@@ -1,6 +1,6 @@
 """Callbacks: prediction overlays (semantic and instance) and the confusion matrix (what the
-model does), the checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C), and a
-ModelCheckpoint whose last.ckpt is always the latest state."""
+model does), the checkpoint saved when a run is interrupted (SIGTERM, Ctrl+C), a
+ModelCheckpoint whose last.ckpt is always the latest state, and the weights' EMA."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -62,6 +63,35 @@ class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
             and self._last_global_step_saved != trainer.global_step
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class WeightEMA(EMAWeightAveraging):
+    """Lightning's ``EMAWeightAveraging`` (``conf/callbacks/ema.yaml``), acting during fit
+    only. Lightning's own also reloads a checkpoint's raw weights when evaluating it after a
+    fit, and swaps the average in for validation but not for testing, so
+    ``trainer.test(ckpt_path=best)`` would test the raw weights. Outside fit the module keeps
+    what it holds: a checkpoint's ``state_dict`` (the average), or after fit the average, as
+    in eval.py."""
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_end(trainer, pl_module)
 
 
 class InterruptCheckpoint(L.Callback):

@@ -244,6 +244,8 @@ RULES: dict[str, Rule] = {
     "loss.gamma": number(0, example=2.0),
     "loss.pos_weight": number(0, lo_open=True, example=2.0, null=True),
     "loss.weights": numbers(number(0, example=1), [1.0, 0.5]),
+    "loss.thresh": number(0, 1, example=0.7, lo_open=True),
+    "loss.min_kept": integer(0, example=100000),
     # optimizer and scheduler
     "optimizer.lr": number(0, lo_open=True, example=0.001),
     "optimizer.weight_decay": number(0, example=0.0001),
@@ -308,6 +310,7 @@ RULES: dict[str, Rule] = {
     "callbacks.model_summary.max_depth": integer(-1, example=2),
     "callbacks.lr_monitor.logging_interval": choice("step", "epoch", null=True),
     "callbacks.memory_trace.every_n_steps": integer(1, example=20),
+    "callbacks.ema.decay": number(0, 1, example=0.999, lo_open=True, hi_open=True),
     # inference (validation, test, eval.py, predict.py)
     "inference.mode": choice("whole", "slide"),
     "inference.window": WINDOW,

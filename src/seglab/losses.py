@@ -41,6 +41,53 @@ class CrossEntropy(nn.Module):
         )
 
 
+class OhemCrossEntropy(CrossEntropy):
+    """Cross-entropy over the hard pixels only (online hard example mining, as
+    mmsegmentation's OHEMPixelSampler), so that the many easy pixels of large classes stop
+    drowning the rare ones.
+
+    A labelled pixel is kept when the predicted probability of its true class is below
+    ``thresh``; when fewer than ``min_kept`` pixels of the batch are, the ``min_kept`` least
+    confident ones are kept instead (all of them if the batch has fewer). The loss is the
+    (class-weighted) mean cross-entropy over the kept pixels.
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        weight: Sequence[float] | None = None,
+        thresh: float = 0.7,
+        min_kept: int = 100000,
+    ) -> None:
+        super().__init__(ignore_index=ignore_index, weight=weight)
+        if not 0 < thresh <= 1:
+            raise InputError(f"loss.thresh={thresh}: must be in (0, 1]")
+        if min_kept < 0:
+            raise InputError(f"loss.min_kept={min_kept}: must be >= 0")
+        self.thresh = thresh
+        self.min_kept = int(min_kept)
+
+    @torch.no_grad()
+    def hard_pixels(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The (N, H, W) mask of the pixels the loss counts."""
+        valid = target != self.ignore_index
+        safe = torch.where(valid, target, 0).unsqueeze(1)
+        prob = logits.float().softmax(1).gather(1, safe).squeeze(1)
+        kept = valid & (prob < self.thresh)
+        k = min(self.min_kept, int(valid.sum()))
+        if int(kept.sum()) < k:
+            # Raise the threshold to the k-th smallest probability (ties all kept).
+            kth = prob[valid].kthvalue(k).values
+            kept = valid & (prob <= kth)
+        return kept
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kept = self.hard_pixels(logits, target)
+        if not kept.any():  # no labelled pixel: nothing to learn, keep the graph
+            return logits.float().sum() * 0.0
+        return super().forward(logits, torch.where(kept, target, self.ignore_index))
+
+
 class BCEWithLogits(nn.Module):
     """Binary cross-entropy for a single-channel net: label 1 is the positive class."""
 
