@@ -243,3 +243,13 @@ def test_predict_never_reports_success_for_work_not_done(
     log = (run_dir / "predict.log").read_text()
     for word in words:
         assert word in out and word in log, (word, out[-2000:])
+
+
+def test_a_train_split_smaller_than_a_batch_stops_before_training(tmp_path, capsys, monkeypatch):
+    root = make_folder(tmp_path / "data", splits=(("train", 3), ("val", 2)))
+    args = [*FOLDER_RUN, f"data.root={root}", "data.batch_size=8"]
+    code, out = run("train", args, tmp_path / "run", capsys, monkeypatch)
+    assert code == EXIT_INPUT and "Traceback" not in out, out[-3000:]
+    assert "the train split has 3 images, fewer than one batch" in out
+    assert "data.batch_size=3 or lower" in out
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no result for work not done

@@ -188,7 +188,7 @@ WINDOW = Rule(
 RULES: dict[str, Rule] = {
     # train.yaml and every script that composes it
     "seed": SEED,
-    **dict.fromkeys(("train", "test", "malloc_keep_freed"), BOOL),
+    **dict.fromkeys(("train", "test", "malloc_keep_freed", "auto_resume"), BOOL),
     # data
     "data.batch_size": POSITIVE_INT,
     "data.eval_batch_size": integer(1, example=1),

@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 from seglab.config import register_resolvers
 from seglab.config_schema import check_values
 from seglab.errors import EXIT_INPUT, SeglabError, message_of
+from seglab.quiet import silence_known_warnings
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def entry_point(config_name: str) -> Callable[[Callable[..., Any]], Callable[...
         script = Path(inspect.getfile(fn)).resolve()
         os.environ.setdefault("SEGLAB_ROOT", str(script.parents[1]))
         register_resolvers()  # the run folder's name uses ${seglab.pid:}
+        silence_known_warnings()
         # conf/ beside the script's folder, as an absolute path: found however the script
         # was loaded (as __main__ by python, or as a module by a test).
         conf = str(script.parents[1] / "conf")

@@ -26,6 +26,7 @@ from seglab.errors import InputError
 from seglab.instantiators import build_module, instantiate_all, run_callbacks
 from seglab.metrics_output import print_metrics_table, save_metrics_json
 from seglab.out_of_memory import explain_oom
+from seglab.resume import resolve_resume
 from seglab.task_module import TaskModule
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits, then evaluates the best checkpoint on val (and test when the data has one);
     returns the final metrics, also written to ``metrics.json`` in the run folder."""
     check_config(cfg)
+    resolve_resume(cfg)
     if cfg.get("malloc_keep_freed"):
         allocator.keep_freed_memory()
     if cfg.get("seed") is not None:

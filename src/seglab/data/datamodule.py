@@ -233,6 +233,13 @@ class SegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
         ds = self.dataset("train")
+        if len(ds) // world < self.batch_size:  # whole batches only (drop_last): none at all
+            per = f" ({world} processes, {len(ds) // world} images each)" if world > 1 else ""
+            raise InputError(
+                f"data '{self.name}': the train split has {len(ds)} images{per}, fewer than one "
+                f"batch (data.batch_size={self.batch_size}), so nothing would be trained; set "
+                f"data.batch_size={max(1, len(ds) // world)} or lower, or add training images"
+            )
         self.train_sampler = SeededSampler(
             ds, num_replicas=world, rank=rank, seed=self.seed, drop_last=True
         )
