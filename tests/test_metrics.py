@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from seglab.losses import BCEWithLogits, CrossEntropy, Dice, Focal, WeightedSum
-from seglab.metrics import ConfusionMatrix, metrics_from_confmat
+from seglab.metrics import ConfusionMatrix, metrics_from_confmat, trivial_baselines
 
 
 def numpy_reference(preds: np.ndarray, labels: np.ndarray, c: int, ignore: int) -> dict:
@@ -132,3 +132,41 @@ def test_confusion_matrix_agrees_with_torchmetrics():
     assert torch.equal(ours.compute(), theirs(preds, target).long())
     iou = MulticlassJaccardIndex(6, ignore_index=255, average="none")(preds, target)
     assert torch.allclose(metrics_from_confmat(ours.compute())["IoU"].float(), iou)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_trivial_baselines_match_numpy(num_classes):
+    rng = np.random.default_rng(num_classes)
+    label = rng.choice(
+        num_classes,
+        size=(3, 20, 30),
+        p=np.linspace(1, 2, num_classes) / np.linspace(1, 2, num_classes).sum(),
+    )
+    label[:, :2] = 255  # ignored rows
+    pred = rng.integers(0, num_classes, size=label.shape)
+    cm = ConfusionMatrix(num_classes)
+    cm.update(torch.as_tensor(pred), torch.as_tensor(label))
+    baselines = trivial_baselines(cm.compute())
+
+    valid = label != 255
+    counts = np.bincount(label[valid], minlength=num_classes)
+
+    def constant(cls: int) -> tuple[float, float]:
+        ious = []
+        for c in range(num_classes):
+            tp = np.sum(valid & (label == c) & (c == cls))
+            union = np.sum(valid & ((label == c) | (c == cls)))
+            if union:
+                ious.append(tp / union)
+        return float(np.mean(ious)), float(counts[cls] / valid.sum())
+
+    majority = int(np.argmax(counts))
+    assert baselines["majority"]["class"] == majority
+    assert (baselines["majority"]["miou"], baselines["majority"]["aacc"]) == pytest.approx(
+        constant(majority)
+    )
+    if num_classes == 2:
+        fg = baselines["all_foreground"]
+        assert (fg["miou"], fg["aacc"]) == pytest.approx(constant(1))
+    else:
+        assert "all_foreground" not in baselines

@@ -244,6 +244,8 @@ FINAL_KEYS = (
     "val/macc",
     "val/iou/star",
     "val/confusion_matrix",
+    "val/baseline/majority/miou",
+    "val/baseline/majority/aacc",
     "test/miou",
     "best_checkpoint",
 )

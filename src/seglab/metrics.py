@@ -87,6 +87,30 @@ def metrics_from_confmat(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def constant_prediction(confmat: torch.Tensor, cls: int) -> torch.Tensor:
+    """The confusion matrix of predicting ``cls`` on every labelled pixel of the same
+    labels: each row's count moves to column ``cls``."""
+    out = torch.zeros_like(confmat)
+    out[:, cls] = confmat.sum(dim=1)
+    return out
+
+
+def trivial_baselines(confmat: torch.Tensor) -> dict[str, dict[str, float]]:
+    """mIoU and aAcc of the trivial predictors, from the evaluation's confusion matrix (so
+    over exactly the same labelled pixels): ``majority`` predicts the most frequent label
+    class everywhere; for two classes, ``all_foreground`` predicts class 1 everywhere. A
+    model that does not beat them has learnt nothing."""
+    label_count = confmat.sum(dim=1)
+    chosen = {"majority": int(label_count.argmax())}
+    if confmat.shape[0] == 2:
+        chosen["all_foreground"] = 1
+    out = {}
+    for name, cls in chosen.items():
+        m = metrics_from_confmat(constant_prediction(confmat, cls))
+        out[name] = {"class": cls, "miou": float(m["mIoU"]), "aacc": float(m["aAcc"])}
+    return out
+
+
 def _boundary(mask: torch.Tensor) -> torch.Tensor:
     """Boundary pixels of a boolean map (N, H, W): pixels of the map with a 4-neighbour
     outside it. The image border is not an edge (neighbours beyond it are the pixel itself)."""

@@ -48,4 +48,14 @@ def print_metrics_table(metrics: dict[str, float], class_names: Sequence[str], s
         "mIoU / mAcc", fmt(metrics.get(f"{stage}/miou")), fmt(metrics.get(f"{stage}/macc"))
     )
     table.add_row("aAcc", "", fmt(metrics.get(f"{stage}/aacc")))
+    # The trivial baselines (seglab.metrics.trivial_baselines): what learning nothing scores.
+    for name in ("majority", "all_foreground"):
+        miou = metrics.get(f"{stage}/baseline/{name}/miou")
+        if miou is not None:
+            cls = class_names[int(metrics[f"{stage}/baseline/{name}/class"])]
+            table.add_row(
+                f"baseline: always {cls} (mIoU / aAcc)",
+                fmt(miou),
+                fmt(metrics.get(f"{stage}/baseline/{name}/aacc")),
+            )
     Console().print(table)

@@ -24,6 +24,7 @@ from seglab.coco_eval import print_ap_table
 from seglab.config import build, check_config, plain, print_config_tree
 from seglab.errors import InputError
 from seglab.instantiators import build_module, instantiate_all, run_callbacks
+from seglab.metrics import trivial_baselines
 from seglab.metrics_output import print_metrics_table, save_metrics_json
 from seglab.out_of_memory import explain_oom
 from seglab.resume import resolve_resume
@@ -59,7 +60,10 @@ def _stage_metrics(module: TaskModule, trainer: L.Trainer, stage: str) -> dict:
     loss = trainer.callback_metrics.get(f"{stage}/loss")
     if loss is not None:
         out[f"{stage}/loss"] = float(loss)
-    out[f"{stage}/confusion_matrix"] = module.last_confmat[stage].tolist()
+    confmat = module.last_confmat[stage]
+    out[f"{stage}/confusion_matrix"] = confmat.tolist()
+    for name, figures in trivial_baselines(confmat).items():
+        out.update({f"{stage}/baseline/{name}/{k}": v for k, v in figures.items()})
     return out
 
 
