@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seglab.errors import InputError
 from seglab.inference import Inferer, slide
 from seglab.models.unet import UNet
 
@@ -70,9 +71,13 @@ def test_flip_tta_of_a_symmetric_input_is_symmetric(unet):
 
 
 def test_bad_inference_settings_are_named():
-    with pytest.raises(ValueError, match="inference.mode must be 'whole' or 'slide'"):
+    """Bad input (exit status 2), and still a ValueError for callers that catch that."""
+    with pytest.raises(InputError, match="inference.mode must be 'whole' or 'slide'"):
         Inferer(mode="tile")
-    with pytest.raises(ValueError, match="inference.scales"):
+    with pytest.raises(InputError, match="inference.scales"):
         Inferer(scales=[0])
-    with pytest.raises(ValueError, match="inference.overlap"):
+    with pytest.raises(InputError, match="inference.overlap"):
         slide(torch.nn.Identity(), torch.zeros(1, 1, 8, 8), 4, overlap=1.0)
+    with pytest.raises(InputError, match="inference.blend must be 'mean' or 'gaussian'"):
+        Inferer(mode="slide", blend="max")
+    assert issubclass(InputError, ValueError)

@@ -12,6 +12,10 @@ takes any input size), so a window covering the image is exactly the whole-image
 Test-time augmentation resizes the image by each of ``scales``, predicts (whole or sliding),
 also on the mirrored image when ``flip``, resizes the logits back and averages them. Logits
 (not probabilities) are averaged, so one-channel binary nets work the same way.
+
+In ``whole`` mode a memory guard (``seglab.memory_guard``) first estimates what the pass over
+each image (or scaled view) needs; above ``memory_limit_gb`` it runs that image in sliding
+windows (``on_large_image="slide"``, with a warning once) or stops (``"error"``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from seglab.errors import InputError
+from seglab.memory_guard import MemoryGuard
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,6 +50,13 @@ def _gaussian(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.exp(-2 * (ys[:, None] ** 2 + xs[None, :] ** 2)).clamp_min(1e-3)
 
 
+def _check_slide(overlap: float, blend: str) -> None:
+    if not 0 <= overlap < 1:
+        raise InputError(f"inference.overlap must be in [0, 1), got {overlap}")
+    if blend not in ("mean", "gaussian"):
+        raise InputError(f"inference.blend must be 'mean' or 'gaussian', got {blend!r}")
+
+
 def slide(
     predict: Predictor,
     x: torch.Tensor,
@@ -51,10 +65,7 @@ def slide(
     blend: str = "mean",
 ) -> torch.Tensor:
     """Logits of ``x`` (N, C, H, W) from overlapping windows (see the module docstring)."""
-    if not 0 <= overlap < 1:
-        raise ValueError(f"inference.overlap must be in [0, 1), got {overlap}")
-    if blend not in ("mean", "gaussian"):
-        raise ValueError(f"inference.blend must be 'mean' or 'gaussian', got {blend!r}")
+    _check_slide(overlap, blend)
     n, _, H, W = x.shape
     wh, ww = _pair(window)
     wh, ww = min(wh, H), min(ww, W)  # a window never exceeds the image: no padding needed
@@ -85,21 +96,30 @@ class Inferer:
         blend: str = "mean",
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
+        memory_limit_gb: float | str | None = "auto",
+        on_large_image: str = "slide",
     ) -> None:
         if mode not in ("whole", "slide"):
-            raise ValueError(f"inference.mode must be 'whole' or 'slide', got {mode!r}")
+            raise InputError(f"inference.mode must be 'whole' or 'slide', got {mode!r}")
         if not scales or any(s <= 0 for s in scales):
-            raise ValueError(f"inference.scales must be positive numbers, got {list(scales)}")
+            raise InputError(f"inference.scales must be positive numbers, got {list(scales)}")
+        _check_slide(overlap, blend)  # whole mode too: the memory guard may switch to windows
         self.mode, self.window, self.overlap, self.blend = mode, window, overlap, blend
         self.scales, self.flip = [float(s) for s in scales], bool(flip)
+        self.guard = MemoryGuard(memory_limit_gb, on_large_image)
 
     @property
     def is_plain(self) -> bool:
         """One whole-image pass: the net's own output (auxiliary head included) is used."""
         return self.mode == "whole" and self.scales == [1.0] and not self.flip
 
+    def fits_whole(self, predict: Predictor, x: torch.Tensor) -> bool:
+        """Whether ``x`` may run in one pass under the memory guard (``is_plain`` callers
+        that bypass the inferer ask this first); raises as the guard does."""
+        return not self.guard.needs_windows(predict, x, self.window)
+
     def _once(self, predict: Predictor, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "slide":
+        if self.mode == "slide" or not self.fits_whole(predict, x):
             return slide(predict, x, self.window, self.overlap, self.blend)
         return predict(x).float()
 
@@ -121,4 +141,4 @@ class Inferer:
                     logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 total = logits if total is None else total + logits
                 count += 1
-        return total / count
+        return total if count == 1 else total / count  # no second copy of one view's logits

@@ -138,7 +138,7 @@ class SegmentationModule(TaskModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         x, target = batch["image"], batch["mask"]
-        if self.inferer.is_plain:
+        if self.inferer.is_plain and self.inferer.fits_whole(self.logits, x):
             loss, logits = self._loss(self(x), target)
         else:  # sliding window and / or test-time augmentation (main head only)
             logits = self.inferer(self.logits, x)
