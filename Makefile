@@ -7,14 +7,14 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install train test bench compile-check lint format clean
 
-# Creates .venv and installs seglab with its dev extra; re-runs only when pyproject.toml
-# changes, so a second call is instant.
+# Creates .venv and installs seglab with its dev, pretrained and trackers extras; re-runs only
+# when pyproject.toml changes, so a second call is instant.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,pretrained]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,pretrained,trackers]"
 	touch $(STAMP)
 
 # The default training run: the built-in shapes dataset and a small U-Net.

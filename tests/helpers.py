@@ -38,6 +38,8 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> Dic
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+        # Nothing a test builds writes into the repository's outputs/ (e.g. MLflow's store).
+        cfg.paths.log_dir = str(Path(output_dir).parent / "outputs")
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)

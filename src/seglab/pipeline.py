@@ -29,6 +29,7 @@ from seglab.metrics_output import print_metrics_table, save_metrics_json
 from seglab.out_of_memory import explain_oom
 from seglab.resume import resolve_resume
 from seglab.task_module import TaskModule
+from seglab.tracking import log_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 if isinstance(v, float) and k.count("/") == 1
             }
             lg.log_hyperparams(_hparams(cfg), metrics=scalars)
+        else:  # MLflow, W&B (and CSV: csv/hparams.yaml)
+            lg.log_hyperparams(_hparams(cfg))
+    run_files = ["metrics.json", "config_tree.log", ".hydra/config.yaml"]
+    log_artifacts(trainer.loggers, [out_dir / name for name in run_files])  # ends a W&B run
     return metrics
 
 
