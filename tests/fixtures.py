@@ -102,6 +102,95 @@ def make_folder(root: Path, splits=(("train", 3), ("val", 2))) -> Path:
     return root
 
 
+# ----------------------------------------------------------------- own data (data=folder)
+OWN_COLOURS = [(0, 0, 0), (200, 0, 0), (0, 160, 0), (0, 0, 220), (240, 200, 0)]
+# How masks store their classes: what tests/test_own_data.py builds datasets of.
+CONVENTIONS = (
+    "binary255",  # grey 0 / 255
+    "binary01",  # grey 0 / 1
+    "index",  # grey class ids 0..classes-1
+    "palette",  # palette (P) PNG, class ids as indices
+    "rgb",  # RGB colours OWN_COLOURS[id]
+    "ignore",  # grey class ids with a 255 (void) border
+    "reduce_zero",  # grey 1..classes: 0 is never stored (ADE20K's convention, 0 = void)
+    "levels",  # grey levels 0 / 128 / 255 for 3 classes
+)
+
+
+def own_label(i: int, classes: int, h: int = 24, w: int = 32) -> np.ndarray:
+    """Class ids (h, w): background with one vertical band per other class, shifted by
+    ``i``, so every image holds every class."""
+    label = np.zeros((h, w), np.uint8)
+    band = max(1, w // (2 * classes))
+    for c in range(1, classes):
+        x = (2 * c * band + i) % (w - band)
+        label[h // 4 :, x : x + band] = c
+    return label
+
+
+def encode_mask(label: np.ndarray, convention: str) -> Image.Image:
+    """``label`` (class ids) stored as ``convention`` does (see ``CONVENTIONS``)."""
+    if convention == "binary255":
+        return Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8))
+    if convention == "binary01":
+        return Image.fromarray((label > 0).astype(np.uint8))
+    if convention == "palette":
+        im = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
+        im.putpalette(_voc_palette())
+        return im
+    if convention == "rgb":
+        return Image.fromarray(np.array(OWN_COLOURS, np.uint8)[label])
+    if convention == "ignore":
+        out = label.copy()
+        out[0, :] = 255
+        return Image.fromarray(out)
+    if convention == "reduce_zero":
+        return Image.fromarray(label + 1)
+    if convention == "levels":
+        return Image.fromarray((label.astype(int) * 128).clip(0, 255).astype(np.uint8))
+    return Image.fromarray(label)  # index
+
+
+def make_own_data(
+    root: Path,
+    layout: str = "flat",
+    n: int = 10,
+    convention: str = "index",
+    classes: int = 3,
+    mask_suffix: str = ".png",
+    image_suffixes: tuple[str, ...] = (".jpg",),
+) -> Path:
+    """A dataset of ``n`` images and masks in ``layout``: ``flat`` (images/ + masks/),
+    ``split_folders`` (images/<split>/ ...), ``split_lists`` (+ splits/<split>.txt) or
+    ``voc`` (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/<split>.txt). Image
+    ``i`` is ``img<i>`` with suffix ``image_suffixes[i % len]``; its mask is
+    ``img<i><mask_suffix>`` stored as ``convention``. Split folders and lists put every
+    fourth image in val."""
+    folders = {"voc": ("JPEGImages", "SegmentationClass")}.get(layout, ("images", "masks"))
+    val = {f"img{i:02d}" for i in range(n) if i % 4 == 3}
+    for i in range(n):
+        stem = f"img{i:02d}"
+        sub = ("val" if stem in val else "train") if layout == "split_folders" else ""
+        image_dir, mask_dir = (root / f / sub for f in folders)
+        image_dir.mkdir(parents=True, exist_ok=True)
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        suffix = image_suffixes[i % len(image_suffixes)]
+        photo = _photo(24, 32)
+        Image.fromarray(photo).save(image_dir / f"{stem}{suffix}", **_quality(suffix))
+        encode_mask(own_label(i, classes), convention).save(mask_dir / f"{stem}{mask_suffix}")
+    lists = {"split_lists": root / "splits", "voc": root / "ImageSets" / "Segmentation"}
+    if layout in lists:
+        stems = [f"img{i:02d}" for i in range(n)]
+        lists[layout].mkdir(parents=True)
+        (lists[layout] / "train.txt").write_text("".join(f"{s}\n" for s in stems if s not in val))
+        (lists[layout] / "val.txt").write_text("".join(f"{s}\n" for s in stems if s in val))
+    return root
+
+
+def _quality(suffix: str) -> dict:
+    return {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
+
+
 # The official 80 COCO categories (id, name); ids skip 12, 26, 29, 30, 45, 66, 68, 69, 71, 83.
 COCO_CATEGORIES = list(
     zip(

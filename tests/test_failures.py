@@ -7,6 +7,7 @@ file or key and the fix, no traceback, and the message in the run's log."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,8 @@ def run(script: str, args: list[str], run_dir: Path, capsys, monkeypatch) -> tup
     monkeypatch.setattr(sys, "argv", [f"src/{script}.py", *args, f"hydra.run.dir={run_dir}"])
     GlobalHydra.instance().clear()
     capsys.readouterr()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         main()
         code = 0
@@ -57,6 +60,13 @@ def run(script: str, args: list[str], run_dir: Path, capsys, monkeypatch) -> tup
         code = e.code if isinstance(e.code, int) else 1
     finally:
         GlobalHydra.instance().clear()
+        # Hydra configured logging for the run (a file in its folder): undo it, so that later
+        # tests in this process do not log into a folder that will be gone.
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     out = capsys.readouterr()
     return code, out.out + out.err
 

@@ -22,6 +22,7 @@ from seglab.checkpoint_checks import check_checkpoint_data, check_checkpoint_fit
 from seglab.checkpoints import load_checkpoint, module_from_checkpoint
 from seglab.coco_eval import print_ap_table
 from seglab.config import build, check_config, plain, print_config_tree
+from seglab.data.conventions import infer_num_classes
 from seglab.errors import InputError
 from seglab.instantiators import build_module, instantiate_all, run_callbacks
 from seglab.metrics import trivial_baselines
@@ -79,14 +80,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    print_config_tree(cfg, out_dir / "config_tree.log")
-    provenance.save(out_dir, cfg.get("seed"))
 
     # Resuming: the checkpoint must hold this model and these classes (checked before the
     # data and the trainer are built; Lightning loads the file again to resume).
     resume = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if resume is not None:
+        if cfg.data.get("num_classes") is None:  # a run started with num_classes=null
+            infer_num_classes(cfg)
         check_checkpoint_data(resume, cfg.ckpt_path, cfg.data, "resume")
+    infer_num_classes(cfg)  # folder data: the masks checked, num_classes=null inferred
+    print_config_tree(cfg, out_dir / "config_tree.log")
+    provenance.save(out_dir, cfg.get("seed"))
     datamodule = build(cfg.data)
     module = build_module(cfg, from_checkpoint=bool(cfg.get("ckpt_path")))
     if resume is not None:

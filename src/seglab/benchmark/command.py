@@ -17,6 +17,7 @@ from seglab.benchmark.tables import print_result
 from seglab.benchmark.timing import default_device, summary
 from seglab.benchmark.training_loops import interleaved_training
 from seglab.config import build, model_name, print_config_tree
+from seglab.data.conventions import infer_num_classes
 from seglab.instantiators import build_module
 
 
@@ -32,6 +33,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     if bench.get("batch_size"):
         with open_dict(cfg):
             cfg.data.batch_size = bench.batch_size
+    infer_num_classes(cfg)  # folder data with num_classes=null
     datamodule = build(cfg.data)
     datamodule.setup("fit")
     loader_img_per_s, _ = loader_rate(datamodule, bench.loader_batches)

@@ -10,6 +10,11 @@ message naming the file; so is a label value that is neither a class id nor
 ``ignore_index``, a split that cannot be built, and an empty split. Per split it also reports
 the number of images, the range of image sizes and the label values seen.
 
+Folder data (``data=folder``) is first scanned for its label convention
+(``seglab.data.conventions``): the layout and the convention found are printed (and are
+``labels`` in the report); a config that does not read the masks is the one problem reported,
+with the overrides that fit, and the samples are not read.
+
 The summary is printed as rich tables and written to ``check_data.json`` in the run folder;
 ``check_data`` returns the report and the script exits with status 1 when ``problems`` is
 not empty.
@@ -31,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seglab.config import build
 from seglab.data.bad_samples import BAD_FILE_ERRORS
+from seglab.data.conventions import check_labels
 from seglab.data.datamodule import worker_init
 from seglab.data.subsets import sample_file
 
@@ -173,12 +179,30 @@ def print_report(
         console.print(f"... and {len(problems) - listed} more: see {report['json']}")
 
 
+def print_labels(labels: dict[str, Any]) -> None:
+    """The layout and label convention of folder data (a mismatch is logged as an error)."""
+    console = Console(soft_wrap=True)
+    console.print(f"layout: {labels['layout']}", markup=False)
+    console.print(f"labels: {labels['finding']}", markup=False)
+    if not labels["problem"]:
+        console.print(
+            f"read with data.dataset.mask_format={labels['mask_format']} "
+            f"data.num_classes={labels['num_classes']}",
+            markup=False,
+        )
+
+
 def check_data(cfg: DictConfig) -> dict[str, Any]:
     """Checks every configured split of ``cfg.data`` (see the module docstring); returns the
     report (also written to ``<run folder>/check_data.json``)."""
     check = cfg.get("check") or {}
     with open_dict(cfg):  # unpaired files are then listed one by one, not the first only
         cfg.data.on_bad_sample = "skip"
+    labels = check_labels(cfg)  # folder data: the masks' convention (infers num_classes=null)
+    if labels is not None:
+        print_labels(labels)
+    if labels is not None and labels["problem"]:
+        return _label_mismatch(cfg, labels)
     dm = build(cfg.data)
     workers = check.get("num_workers")
     workers = int(cfg.data.get("num_workers", 0) if workers is None else workers)
@@ -190,6 +214,7 @@ def check_data(cfg: DictConfig) -> dict[str, Any]:
         "json": str(out_dir / "check_data.json"),
         "splits": {},
         "problems": [],
+        "labels": labels,
     }
     with Progress(disable=not check.get("progress", True), transient=True) as progress:
         for split in check.get("splits", SPLITS):
@@ -208,4 +233,23 @@ def check_data(cfg: DictConfig) -> dict[str, Any]:
             "%s split: %s", p["split"], text if not file or file in text else f"{file}: {text}"
         )
     log.info("%d problem(s) found; report written to %s", len(report["problems"]), report["json"])
+    return report
+
+
+def _label_mismatch(cfg: DictConfig, labels: dict[str, Any]) -> dict[str, Any]:
+    """The report when the config does not read the masks: that one problem (every sample
+    would fail the same way), written to ``check_data.json``."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "data": cfg.data.name,
+        "root": cfg.data.get("root"),
+        "json": str(out_dir / "check_data.json"),
+        "splits": {},
+        "problems": [{"split": "all", "file": None, "problem": labels["problem"]}],
+        "labels": labels,
+        "ok": False,
+    }
+    Path(report["json"]).write_text(json.dumps(report, indent=2) + "\n")
+    log.error("%s", labels["problem"])
     return report
