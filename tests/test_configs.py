@@ -8,7 +8,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fixtures import DATASETS
-from helpers import CONF
+from helpers import CONF, compose_cfg
+from seglab import config
 from seglab.config import check_config, plain
 from seglab.instantiators import build_module, instantiate_all
 
@@ -94,3 +95,15 @@ def test_mismatched_classes_and_missing_values_are_clear_errors(make_cfg):
     OmegaConf.update(cfg, "data.batch_size", "???")
     with pytest.raises(ValueError, match=r"config values missing: \['data.batch_size'\]"):
         check_config(cfg)
+
+
+def test_default_workers_fit_the_usable_cpus(tmp_path, monkeypatch):
+    """data.num_workers defaults to 4, or the CPUs this process may use when fewer: no
+    PyTorch warning about more workers than cores on a small machine."""
+
+    for cpus, want in ((2, 2), (16, 4)):
+        monkeypatch.setattr(config, "usable_cpus", lambda cpus=cpus: cpus)
+        cfg = compose_cfg("train", ["data=folder"], tmp_path / str(cpus))
+        assert cfg.data.num_workers == want
+    cfg = compose_cfg("train", ["data=folder", "data.num_workers=6"], tmp_path / "own")
+    assert cfg.data.num_workers == 6  # a value the user sets is kept
