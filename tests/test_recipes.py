@@ -12,11 +12,16 @@ from helpers import CONF
 from seglab import pipeline
 
 RECIPES = sorted(p.stem for p in (CONF / "experiment").glob("cpu_*.yaml"))
-DATA = {"cpu_shapes": "shapes", "cpu_msrc": "msrc", "cpu_camvid": "camvid", "cpu_coco_cat": "coco_cat"}
+DATA = {
+    "cpu_shapes": "shapes",
+    "cpu_msrc": "msrc",
+    "cpu_camvid": "camvid",
+    "cpu_coco_cat": "coco_cat",
+}
 
 
 def test_every_dataset_has_a_recipe():
-    assert RECIPES == sorted(DATA)
+    assert sorted(DATA) == RECIPES
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -27,7 +32,7 @@ def test_recipe_composes(make_cfg, recipe):
     assert cfg.seed is not None  # a fixed seed
     # A time budget: the run stops in time on a slower machine, whatever the epochs.
     h, m, s = (int(x) for x in cfg.trainer.max_time.split(":")[1:])
-    assert 0 < h * 3600 + m * 60 + s
+    assert h * 3600 + m * 60 + s > 0
     assert cfg.trainer.max_epochs >= 1
     if cfg.model.get("encoder") == "efficientnet_lite0" and cfg.model.pretrained:
         # The EfficientNet-Lite0 weights were trained on inputs normalised with 0.5 / 0.5.
