@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from seglab.data.convention_names import voc_colours
 from seglab.data.msrc import COLOURS, DB_NAME
 
 rng = np.random.default_rng(0)
@@ -298,17 +299,7 @@ VOC_IDS = {"train": ["2007_000032", "2007_000039"], "val": ["2007_000063", "2008
 
 def _voc_palette() -> list[int]:
     """The standard VOC colour map (bit-interleaved), 256 entries flattened."""
-    flat = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        flat += [r, g, b]
-    return flat
+    return [v for colour in voc_colours(256) for v in colour]
 
 
 def _voc_label(cls: int, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 from seglab.visualize import colorize
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """pyplot on the file-only Agg backend, imported here: only the figures need it."""
     import matplotlib  # here: optional for everything but drawing
 
@@ -23,7 +23,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, fig: Any, path: Path) -> None:
+def save_figure(plt: Any, fig: Any, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -53,7 +53,7 @@ def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
 def curves_figure(curves: dict[str, dict[str, dict[int, float]]], title: str, path: Path) -> None:
     """Val mIoU and mean train loss per epoch, one line per run (``curves``: label ->
     ``read_curves``), saved as a PNG at ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, c in curves.items():
         if c["miou"]:
@@ -67,7 +67,7 @@ def curves_figure(curves: dict[str, dict[str, dict[int, float]]], title: str, pa
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def grid_figure(
@@ -78,7 +78,7 @@ def grid_figure(
 ) -> None:
     """Rows: validation images; columns: image, ground truth, each run's prediction (the
     image and ground truth from the first run that has them; ignored pixels white)."""
-    plt = _pyplot()
+    plt = pyplot()
     base = next((rows for rows in columns.values() if rows), [])
     n_rows, n_cols = max(1, len(base)), 2 + len(columns)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.0 * n_rows), squeeze=False)
@@ -100,4 +100,4 @@ def grid_figure(
                 ax.imshow(panel, interpolation="nearest")
             if r == 0:
                 ax.set_title(titles[c], fontsize=8)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from seglab.reproduce.figures import _pyplot, _save
+from seglab.reproduce.figures import pyplot, save_figure
 
 
 def curves_png(
@@ -19,7 +19,7 @@ def curves_png(
     (the target mIoU as a dashed line); False, and no file, when no curve has a point."""
     if not any(curves.values()):
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for label, points in curves.items():
         if points:
@@ -30,5 +30,5 @@ def curves_png(
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
     return True
