@@ -5,6 +5,7 @@ Each run test skips when its package (the ``trackers`` extra) is not installed."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,13 @@ def test_wandb_offline_run_holds_metrics_and_files(make_cfg, tmp_path, monkeypat
 
     folders = list((run / "wandb").glob("offline-run-*"))
     assert len(folders) == 1 and folders[0].name.endswith(built[0].version)
-    records = next(folders[0].glob("run-*.wandb")).read_bytes()
+    # W&B's own writer process flushes the run's record file after run.finish() returns
+    # (seen late on a loaded machine): wait for it, up to 60 s.
+    log = next(folders[0].glob("run-*.wandb"))
+    deadline = time.monotonic() + 60
+    while b"val/miou" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = log.read_bytes()
     assert b"val/miou" in records and b"train/loss_step" in records
     # Needs log_artifacts: copies (not links) of the run's files, and the run ended.
     files = folders[0] / "files"
