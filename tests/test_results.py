@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 from helpers import compose_cfg
 from seglab.reproduce.training import compose_train
-from seglab.results.command import add_plot
+from seglab.results.command import add_plot, merged, results
 from seglab.results.curves import curves_png
+from seglab.results.plain_loop import plain_curve
 from seglab.results.runs import budget_overrides, read_run, run_recipe
 from seglab.results.table import COLUMNS, TIME_PARTS, results_markdown
 
@@ -160,3 +161,43 @@ def test_budget_scales_epochs_and_time_limit():
     assert f"trainer.max_epochs={2 * train.max_epochs}" in scaled
     if train.get("max_time"):
         assert any(o.startswith("trainer.max_time=") for o in scaled)
+
+
+def test_a_later_call_keeps_earlier_recipes_and_variants(tmp_path):
+    """Rerunning one recipe (or one variant) replaces just that; a recipe skipped now keeps
+    its earlier numbers; a new budget starts the recipe afresh."""
+    records = _records(tmp_path)
+    shapes = records[0]
+    for run in shapes["variants"].values():
+        run.update(budget=1.0, measured_by="python src/results.py", written="yesterday")
+    rerun = {**shapes, "variants": {"recipe": {**shapes["variants"]["recipe"], "miou": 0.95}}}
+    both = merged(shapes, rerun)
+    assert both["variants"]["recipe"]["miou"] == 0.95
+    assert both["variants"]["slow_defaults"] == shapes["variants"]["slow_defaults"]
+    assert merged(shapes, {**shapes, "variants": {}, "skipped": "data not found"}) == shapes
+    rebudget = {"recipe": {**shapes["variants"]["recipe"], "budget": 2.0}}
+    assert list(merged(shapes, {**shapes, "variants": rebudget})["variants"]) == ["recipe"]
+    # Through results(): the kept record shows on a page measuring nothing new.
+    figures = tmp_path / "docs" / "results"
+    figures.mkdir(parents=True)
+    (figures / "records.json").write_text(json.dumps([shapes]))
+    out = tmp_path / "docs" / "results.md"
+    cfg = compose_cfg("results", ["measure=false", f"out={out}"], tmp_path / "run")
+    page = results(cfg).read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| cpu_shapes |"))
+    assert "93.0" in row and "| cpu_msrc | MSRC-21 | not yet measured |" in page
+    assert "- `python src/results.py` (budget=1.0), yesterday" in page
+    assert json.loads((figures / "records.json").read_text())[0]["recipe"] == "cpu_shapes"
+
+
+def test_plain_loop_curve_scales_the_training_share(tmp_path):
+    records = _records(tmp_path)
+    run = records[0]["variants"]["recipe"]  # wall 100 s, training 70 s, curve at 30 and 60 s
+    assert plain_curve(run, 0.9) == [[30.0 * 0.93, 0.5], [60.0 * 0.93, 0.93]]
+    assert plain_curve({"time_split": None}, 0.9) == []
+    plain = {"ratio": 0.9, "seglab_img_per_s": 9.0, "plain_img_per_s": 10.0,
+             "command": "python src/benchmark.py experiment=cpu_shapes"}  # fmt: skip
+    records[0]["plain_loop"] = plain
+    add_plot(records[0], tmp_path / "results")
+    page = results_markdown(records, REFS, {"command": "x", "hardware": "-", "budget": 1.0})
+    assert "Plain PyTorch loop: derived, not run" in page and "(ratio 0.900)" in page

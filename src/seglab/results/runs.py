@@ -88,7 +88,7 @@ def budget_overrides(recipe: str, budget: float) -> list[str]:
     return out
 
 
-def _arg(value: Any) -> str:
+def override_value(value: Any) -> str:
     """A path as an override value: bare when it needs no quoting (readable commands)."""
     text = str(value)
     return text if re.fullmatch(r"[\w./+-]+", text) else quote(text)
@@ -98,7 +98,7 @@ def train_command(recipe: str, root: str | None, overrides: list[str]) -> list[s
     """``src/train.py``'s arguments for a recipe (``root``: its data, None for built-in)."""
     args = [f"experiment={recipe}"]
     if root is not None:
-        args.append(f"data.root={_arg(root)}")
+        args.append(f"data.root={override_value(root)}")
     return [*args, *overrides]
 
 
@@ -133,7 +133,7 @@ def run_variant(repo: Path, args: list[str], run_dir: Path) -> dict[str, Any]:
     output into ``run_dir/stdout.log``) and reads the folder back; ``wall_s`` is the
     process's wall time."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "src/train.py", *args, f"hydra.run.dir={_arg(run_dir)}"]
+    cmd = [sys.executable, "src/train.py", *args, f"hydra.run.dir={override_value(run_dir)}"]
     start = time.perf_counter()
     with (run_dir / "stdout.log").open("w") as log:
         rc = subprocess.run(cmd, cwd=repo, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -169,4 +169,5 @@ def run_recipe(cfg: DictConfig, recipe: str, out: Path, repo: Path) -> dict[str,
         result = run_variant(repo, args, out / "runs" / recipe / variant)
         result["command"] = shlex.join(["python", "src/train.py", *args])
         rec["variants"][variant] = result
+    rec["train_args"] = train_command(recipe, root, [])  # for the benchmark of the plain loop
     return rec

@@ -78,7 +78,14 @@ def _state(rec: dict[str, Any]) -> str | None:
     return None
 
 
+def _budget(rec: dict[str, Any], budget: float) -> float:
+    """The budget the recipe's runs were measured at (earlier calls' runs keep theirs)."""
+    first = _first(rec)
+    return float(first[1].get("budget", budget)) if first else budget
+
+
 def _row(rec: dict[str, Any], hardware: str, budget: float) -> str:
+    budget = _budget(rec, budget)
     target = target_text(rec.get("target"), budget)
     state = _state(rec)
     if state is not None:
@@ -92,7 +99,7 @@ def _row(rec: dict[str, Any], hardware: str, budget: float) -> str:
             run.get("model", "?"),
             _params(run.get("params")),
             _wall(run.get("wall_s")),
-            hardware,
+            run.get("hardware", hardware),
             miou,
             _pct(run.get("aacc")),
             target,
@@ -124,13 +131,13 @@ def _reference_row(ref: dict[str, Any]) -> str:
 
 
 def _variants_table(rec: dict[str, Any]) -> list[str]:
-    lines = ["| variant | wall time | val mIoU (%) | aAcc (%) | params | command |"]
-    lines.append("| --- | ---: | ---: | ---: | ---: | --- |")
+    lines = ["| variant | wall time | val mIoU (%) | aAcc (%) | params | command | measured |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for name, run in rec["variants"].items():
         miou = f"failed ({run['error']})" if run.get("error") else _pct(run.get("miou"))
         lines.append(
             f"| {name} | {_wall(run.get('wall_s'))} | {miou} | {_pct(run.get('aacc'))} | "
-            f"{_params(run.get('params'))} | `{run['command']}` |"
+            f"{_params(run.get('params'))} | `{run['command']}` | {run.get('written', '-')} |"
         )
     return [*lines, ""]
 
@@ -195,6 +202,7 @@ def recipe_section(rec: dict[str, Any], budget: float) -> list[str]:
     state = _state(rec)
     if state is not None:
         return [*lines, f"{state[0].upper()}{state[1:]}.", ""]
+    budget = _budget(rec, budget)
     lines += _variants_table(rec) + _per_class(rec) + _time_split(rec)
     if rec.get("png"):
         lines += [
@@ -204,7 +212,24 @@ def recipe_section(rec: dict[str, Any], budget: float) -> list[str]:
             f"![time to accuracy: {rec['recipe']}]({rec['png']})",
             "",
         ]
-    return lines + _measured_note(rec, budget)
+    return lines + _plain_loop_note(rec) + _measured_note(rec, budget)
+
+
+def _plain_loop_note(rec: dict[str, Any]) -> list[str]:
+    plain = rec.get("plain_loop")
+    if not plain:
+        return []
+    if plain.get("error"):
+        return [f"Plain PyTorch loop: the benchmark failed ({plain['error']}).", ""]
+    return [
+        "Plain PyTorch loop: derived, not run (seglab/results/plain_loop.py). "
+        f"`{plain['command']}` timed the recipe's training step at "
+        f"{plain['seglab_img_per_s']:.2f} img/s in seglab and {plain['plain_img_per_s']:.2f} "
+        f"img/s in a hand-written loop of the same model (ratio {plain['ratio']:.3f}); the "
+        "same steps give the same accuracy, so its curve is the recipe's with the training "
+        "share of the time scaled by that ratio.",
+        "",
+    ]
 
 
 def results_markdown(
@@ -220,17 +245,24 @@ def results_markdown(
         "Written by `python src/results.py` (conf/results.yaml, seglab/results/): every "
         "CPU recipe rerun as its own `src/train.py` process, once per variant (`recipe`: as "
         "written; `slow_defaults`: fp32, no channels-last, no torch.compile). Numbers are "
-        "from this page's run only; published figures are quoted from the papers, not "
-        "measured here (their models, test sets, budgets and hardware differ).",
+        "from the runs named below; published figures are quoted from the papers, not "
+        "measured here (their models, test sets, budgets and hardware differ). A call that "
+        "reruns some recipes keeps the others' earlier runs (results/records.json).",
         "",
     ]
+    calls = {}  # the results.py calls that measured the runs shown, oldest first
+    for rec in records:
+        for run in rec["variants"].values():
+            key = run.get("measured_by", meta.get("command"))
+            calls.setdefault(key, (run.get("written") or meta.get("written") or "-", run))
     if measured:
-        lines += [
-            f"Command: `{meta['command']}` (budget={budget})  ",
-            f"Hardware: {meta['hardware']}  ",
-            f"Written: {meta.get('written') or '-'}",
-            "",
-        ]
+        lines.append("Measured by these calls (each run's date is in its recipe's section):")
+        lines.append("")
+        for cmd, (written, run) in sorted(calls.items(), key=lambda kv: kv[1][0]):
+            hw = run.get("hardware", meta.get("hardware", "-"))
+            b = run.get("budget", budget)
+            lines.append(f"- `{cmd}` (budget={b}), {written}, on {hw}")
+        lines.append("")
     else:
         lines += ["Not yet measured: run `python src/results.py` to fill this page.", ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
