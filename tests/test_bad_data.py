@@ -205,7 +205,7 @@ def test_skip_drops_bad_samples_warns_and_counts(tmp_path, caplog, workers):
     caplog.set_level(logging.WARNING)
     for _ in range(2):  # two epochs: each bad file is warned about once, counted twice
         batches = list(dm.train_dataloader())
-        assert set(batches[0]) == {"image", "mask", "index"}
+        assert set(batches[0]) == {"image", "mask", "index", "size"}
         assert sum(len(b["index"]) for b in batches) == 2  # 4 samples, 2 bad
     # drop_last batches of 2: one of (good, good), (bad, bad) or two of (good, bad); a batch
     # of only bad samples is dropped, never handed to the model.

@@ -8,12 +8,14 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from helpers import ROOT, TINY
 from seglab import pipeline
+from seglab.per_image import load_per_image
 
 
 def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -57,11 +59,21 @@ def test_ddp_two_processes_match_a_single_process(tmp_path, make_cfg):
     writers = {p.name.split(".")[-2] for p in (run_dir / "tensorboard").glob("events.out.*")}
     assert len(writers) == 1  # event files from one process (rank 0) only
 
-    single = pipeline.evaluate(
+    pipeline.evaluate(
         make_cfg("eval", f"ckpt_path={ddp['best_checkpoint']}", "+trainer.devices=1", out="single")
     )
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())
     assert single["val/confusion_matrix"] == ddp["val/confusion_matrix"]
     assert single["val/miou"] == pytest.approx(ddp["val/miou"], abs=1e-12)
+    # Every figure summed in integer states (calibration, boundary) is exactly equal; the
+    # per-image matrices were gathered from both processes into one set.
+    new = ("ece", "nll", "brier", "mbiou", "biou", "mbf", "bf", "reliability")
+    keys = [k for k in ddp if k.startswith("val/") and k.split("/")[1] in new]
+    assert len(keys) == 6 + 2 * 5  # the per-class biou / bf of the 5 classes included
+    assert {k: single[k] for k in keys} == {k: ddp[k] for k in keys}
+    a, b = (load_per_image(d / "per_image_val.npz") for d in (run_dir, tmp_path / "single"))
+    assert a["index"].tolist() == b["index"].tolist() == list(range(7))
+    assert np.array_equal(a["confmat"], b["confmat"])
     # Exactly the labelled pixels of the 7 validation images were counted.
     labelled = sum(int((s["mask"] != 255).sum()) for s in _val_samples(make_cfg))
     assert sum(map(sum, ddp["val/confusion_matrix"])) == labelled

@@ -12,6 +12,7 @@ from helpers import CONF, compose_cfg
 from seglab import config
 from seglab.config import check_config, plain
 from seglab.instantiators import build_module, instantiate_all
+from seglab.task_module import EVALUATION_DEFAULTS
 
 
 def _options(group: str) -> list[str]:
@@ -80,6 +81,8 @@ def test_eval_and_predict_configs_compose(make_cfg):
     assert ev.split == "val" and ev.data.root == "/somewhere"
     pr = make_cfg("predict", "ckpt_path=x.ckpt", "input=in")
     assert pr.output.endswith("predictions")
+    # A checkpoint saved before the evaluation group existed gets the group's own defaults.
+    assert plain(ev)["evaluation"] == EVALUATION_DEFAULTS == plain(make_cfg())["evaluation"]
 
 
 def test_mismatched_classes_and_missing_values_are_clear_errors(make_cfg):

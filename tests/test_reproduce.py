@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from fixtures import make_camvid, make_coco, make_msrc
 from helpers import compose_cfg
-from seglab.metrics import boundary_fscore
+from seglab.boundary import boundary_fscore
 from seglab.reproduce.command import reproduce
 from seglab.reproduce.training import budget_plan
 from seglab.reproduce.verdicts import (

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from seglab.plotting import pyplot
+
 SCALE = 2**20  # fixed point of the per-pixel sums
 NLL_CAP = 100.0  # -log p above this (p < 4e-44) counts as this: keeps the sums in int64
 
@@ -164,8 +166,6 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def reliability_figure(stats: dict[str, Any], title: str) -> Any:
     """The reliability diagram: accuracy against mean confidence per bin (bars; the
     diagonal is perfect calibration), and each bin's pixel count below (log scale)."""
-    from seglab.reproduce.figures import pyplot  # matplotlib: only drawing needs it
-
     plt = pyplot()
     bins = len(stats["bin_count"])
     edges = [i / bins for i in range(bins)]

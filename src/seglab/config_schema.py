@@ -35,6 +35,7 @@ from seglab.config_rules import (
     devices,
     integer,
     is_int,
+    is_num,
     make_rule,
     number,
     numbers,
@@ -45,6 +46,20 @@ from seglab.config_rules import (
 from seglab.data.bad_samples import ON_BAD_SAMPLE
 from seglab.errors import InputError
 from seglab.task_module import NONFINITE_LOSS_MODES
+
+# A softmax temperature: auto (the fitted one beside the checkpoint), null (1) or T > 0.
+TEMPERATURE = make_rule(
+    lambda v: v == "auto" or (is_num(v) and v > 0), "auto or a positive number", "auto", True
+)
+# compare.py's runs: one folder, or a non-empty list of folders.
+RUNS = make_rule(
+    lambda v: (
+        isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v))
+    ),
+    "a run folder or a list of run folders",
+    "[outputs/a,outputs/b]",
+    False,
+)
 
 RULES: dict[str, Rule] = {
     # train.yaml and every script that composes it
@@ -184,13 +199,24 @@ RULES: dict[str, Rule] = {
     "inference.blend": choice("mean", "gaussian"),
     "inference.scales": numbers(number(0, lo_open=True, example=1), [0.75, 1.0, 1.25]),
     "inference.flip": BOOL,
+    # the evaluation group (every evaluation: calibration, boundary metrics, per-image files)
+    "evaluation.calibration_bins": integer(1, example=15),
+    **dict.fromkeys(("evaluation.boundary", "evaluation.per_image"), BOOL),
+    "evaluation.boundary_tolerance_px": number(0, example=2),
+    "evaluation.boundary_dilation_ratio": number(0, 1, example=0.02, lo_open=True),
+    # eval.py, predict.py, calibrate.py
+    "temperature": TEMPERATURE,
+    "max_pixels": integer(1, example=2000000),
+    "cache_logits_gb": number(0, example=2.0),
     # predict.py (and reproduce.py: precision, num_workers; browse.py: alpha)
     "batch_size": POSITIVE_INT,
     "num_workers": integer(0, example=2),
     "alpha": FRACTION,
     "precision": make_rule(PRECISION.ok, PRECISION.allowed, "bf16-mixed", null=True),
     "score_thresh": number(0, 1, example=0.5, null=True),
-    **dict.fromkeys(("instance_masks", "progress"), BOOL),
+    **dict.fromkeys(("instance_masks", "progress", "save_probs", "uncertainty"), BOOL),
+    "uncertain_above": number(0, 1, example=0.5, null=True),
+    "uncertainty_bits": choice(8, 16),
     # browse.py
     "num": integer(1, example=16, null=True),
     "cols": integer(1, example=4),
@@ -218,6 +244,12 @@ RULES: dict[str, Rule] = {
     "sample_size": SIZES,
     "check_size": SIZES,
     "tolerance": number(0, example=0.001),
+    # compare.py; split also eval.py's (val | test) and browse.py's (train too), each script
+    # checking its own choices
+    "runs": RUNS,
+    "split": choice("auto", "train", "val", "test"),
+    "resamples": integer(1, example=1000),
+    "confidence": number(0, 1, example=0.95, lo_open=True, hi_open=True),
     # reproduce.py
     "budget": number(0, lo_open=True, example=1.0),
     "grid_images": integer(0, example=4),

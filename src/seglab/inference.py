@@ -20,7 +20,7 @@ windows (``on_large_image="slide"``, with a warning once) or stops (``"error"``)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,10 +123,16 @@ class Inferer:
             return slide(predict, x, self.window, self.overlap, self.blend)
         return predict(x).float()
 
-    def __call__(self, predict: Predictor, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_views(self) -> int:
+        """How many views ``views`` yields: one per scale, twice that with ``flip``."""
+        return len(self.scales) * (2 if self.flip else 1)
+
+    def views(self, predict: Predictor, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Each view's logits (a scale, mirrored or not), float, at the size of ``x`` and
+        mirrored back: what ``__call__`` averages, and what the spread of test-time
+        augmentation (``seglab.uncertainty``) is measured over."""
         size = x.shape[-2:]
-        total = None
-        count = 0
         for scale in self.scales:
             xs = x
             if scale != 1.0:
@@ -139,6 +145,20 @@ class Inferer:
                     logits = logits.flip(-1)
                 if logits.shape[-2:] != size:
                     logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-                total = logits if total is None else total + logits
-                count += 1
-        return total if count == 1 else total / count  # no second copy of one view's logits
+                yield logits
+
+    def __call__(self, predict: Predictor, x: torch.Tensor) -> torch.Tensor:
+        return mean_of_views(self.views(predict, x))
+
+
+def mean_of_views(views: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The mean of the views' logits, summed in order (so the same views always give the
+    same bits); one view is returned as it is, without a copy."""
+    total = None
+    count = 0
+    for logits in views:
+        total = logits if total is None else total + logits
+        count += 1
+    if total is None:
+        raise ValueError("no view to average")
+    return total if count == 1 else total / count

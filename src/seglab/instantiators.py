@@ -32,6 +32,7 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> TaskModule:
     scheduler = cfg.get("scheduler")
     start = {"pretrained": False, "weights_path": None} if from_checkpoint else {}
     inference = cfg.get("inference")
+    evaluation = cfg.get("evaluation")  # absent from older checkpoints' configs: defaults
     # Resolved first, so that what the dropped keys fed (e.g. net.encoder) keeps its value.
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for key in CONFIG_ONLY_MODEL_KEYS:
@@ -43,6 +44,7 @@ def build_module(cfg: DictConfig, from_checkpoint: bool = False) -> TaskModule:
         **start,
         **loss,
         inference=OmegaConf.to_container(inference, resolve=True) if inference else None,
+        evaluation=OmegaConf.to_container(evaluation, resolve=True) if evaluation else None,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(scheduler) if scheduler and "_target_" in scheduler else None,
         num_classes=data.num_classes,

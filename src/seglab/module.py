@@ -3,8 +3,9 @@
 The architecture (``model.net``) is a plain ``nn.Module``; this adds the semantic task to
 what every task shares (``seglab.task_module.TaskModule``): the loss (with an optional
 auxiliary head), the configured inference (sliding window, test-time augmentation) and the
-metrics from one confusion matrix. Also the helpers that turn a net's output into labels
-outside the Trainer (prediction, export, benchmark).
+metrics from one confusion matrix, the calibration figures (ECE, NLL, Brier), the boundary
+metrics (BF, Boundary IoU) and each image's confusion matrix. Also the helpers that turn a
+net's output into labels outside the Trainer (prediction, export, benchmark).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
+from seglab.boundary import BoundaryStats
+from seglab.calibration import CalibrationStats
 from seglab.inference import Inferer
 from seglab.metrics import metrics_from_confmat
+from seglab.per_image import PerImageConfusion
 from seglab.task_module import TaskModule
 
 
@@ -78,6 +82,25 @@ class SegmentationModule(TaskModule):
             # size then compiles again, instead of symbolic shapes that never finish.
             self.net.compile(dynamic=getattr(self.net, "compile_dynamic", None))
         self.miou_best = MaxMetric()
+        # Probabilities are softmax(logits / temperature) (src/calibrate.py fits it; eval.py
+        # and predict.py set it); the argmax labels do not depend on it.
+        self.temperature = 1.0
+        self._build_evaluation_metrics()
+
+    def _build_evaluation_metrics(self) -> None:
+        """Per stage, what ``self.evaluation`` (the evaluation config group) asks for."""
+        ev, c, ignore = self.evaluation, self.num_classes, self.ignore_index
+        stages = ("val", "test")
+        bins = int(ev["calibration_bins"])
+        self.calibration = nn.ModuleDict({s: CalibrationStats(c, ignore, bins) for s in stages})
+        self.boundary = None
+        if ev["boundary"]:
+            ratio, tol = ev["boundary_dilation_ratio"], ev["boundary_tolerance_px"]
+            self.boundary = nn.ModuleDict({s: BoundaryStats(c, ignore, ratio, tol) for s in stages})
+        # Only final evaluations (Trainer.validate / test) collect these: see _eval_step.
+        self.per_image = {s: PerImageConfusion(c, ignore) for s in stages}
+        self.last_reliability: dict[str, dict] = {}
+        self.last_per_image: dict[str, tuple] = {}
 
     # -- set-up checks -------------------------------------------------------------------
     def _check_output_channels(self, in_channels: int) -> None:
@@ -143,7 +166,13 @@ class SegmentationModule(TaskModule):
         else:  # sliding window and / or test-time augmentation (main head only)
             logits = self.inferer(self.logits, x)
             loss = self.loss(logits, target)
-        self.metrics[stage].update(logits_to_labels(logits), target)
+        labels = logits_to_labels(logits)
+        self.metrics[stage].update(labels, target)
+        self.calibration[stage].update(logits, target, self.temperature)
+        if self.boundary is not None:
+            self.boundary[stage].update(labels, target, batch.get("size"))
+        if self._collect_per_image() and "index" in batch:
+            self.per_image[stage].update(labels, target, batch["index"])
         self.log(
             f"{stage}/loss",
             loss,
@@ -152,6 +181,10 @@ class SegmentationModule(TaskModule):
             sync_dist=True,
             batch_size=x.shape[0],
         )
+
+    def _collect_per_image(self) -> bool:
+        """Each image's confusion matrix: in final evaluations, not validation while fitting."""
+        return bool(self.evaluation["per_image"]) and self.trainer.state.fn != "fit"
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -176,12 +209,34 @@ class SegmentationModule(TaskModule):
         for i, name in enumerate(self.class_names):
             results[f"{stage}/iou/{name}"] = m["IoU"][i]
             results[f"{stage}/acc/{name}"] = m["Acc"][i]
+        results.update(self._extra_epoch_metrics(stage))
         for key, value in results.items():
             # Identical on every rank already: no further reduction needed.
             self.log(key, value.float(), prog_bar=key.endswith("/miou"))
         self.last_confmat[stage] = confmat.cpu()
         self.last_results.update({k: float(v) for k, v in results.items()})
         return results
+
+    def _extra_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """Calibration and boundary figures (summed over processes), and each image's
+        confusion matrix (gathered from every process) when this evaluation collected them."""
+        cal = self.calibration[stage].compute()
+        self.calibration[stage].reset()
+        results = {f"{stage}/{k}": cal[k] for k in ("ece", "nll", "brier")}
+        keys = ("bin_count", "bin_confidence", "bin_accuracy")
+        self.last_reliability[stage] = {k: cal[k] for k in keys}
+        if self.boundary is not None:
+            b = self.boundary[stage].compute()
+            self.boundary[stage].reset()
+            for kind in ("biou", "bf"):
+                # m<kind>: the mean, as miou (MLflow cannot hold val/biou beside val/biou/<c>)
+                results[f"{stage}/m{kind}"] = b[kind]
+                for name, value in zip(self.class_names, b[f"{kind}_per_class"], strict=True):
+                    results[f"{stage}/{kind}/{name}"] = value
+        if self._collect_per_image():
+            self.last_per_image[stage] = self.per_image[stage].gather()
+            self.per_image[stage].reset()
+        return {k: torch.tensor(float(v), dtype=torch.float64) for k, v in results.items()}
 
     def on_validation_epoch_end(self) -> None:
         results = self._log_epoch_metrics("val")

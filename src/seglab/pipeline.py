@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seglab import allocator, provenance
+from seglab.calibration import reliability_figure
 from seglab.checkpoint_checks import check_checkpoint_data, check_checkpoint_fits
 from seglab.checkpoints import load_checkpoint, module_from_checkpoint
 from seglab.coco_eval import print_ap_table
@@ -28,8 +29,11 @@ from seglab.instantiators import build_module, instantiate_all, run_callbacks
 from seglab.metrics import trivial_baselines
 from seglab.metrics_output import print_metrics_table, save_metrics_json
 from seglab.out_of_memory import explain_oom
+from seglab.per_image import save_per_image
+from seglab.plotting import pyplot
 from seglab.resume import resolve_resume
 from seglab.task_module import TaskModule
+from seglab.temperature import resolve_temperature
 from seglab.tracking import log_artifacts
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,33 @@ def _stage_metrics(module: TaskModule, trainer: L.Trainer, stage: str) -> dict:
     out[f"{stage}/confusion_matrix"] = confmat.tolist()
     for name, figures in trivial_baselines(confmat).items():
         out.update({f"{stage}/baseline/{name}/{k}": v for k, v in figures.items()})
+    reliability = getattr(module, "last_reliability", {}).get(stage)
+    if reliability is not None:  # the semantic task's calibration bins
+        out[f"{stage}/reliability"] = reliability
     return out
+
+
+@rank_zero_only
+def _stage_files(
+    module: TaskModule, stage: str, out: Path, loggers: Sequence[Any] = (), step: int = 0
+) -> None:
+    """A final evaluation's files in the run folder: ``per_image_<stage>.npz`` and
+    ``reliability_<stage>.png`` (also to TensorBoard, for ``loggers`` given)."""
+    per_image = getattr(module, "last_per_image", {}).pop(stage, None)
+    if per_image is not None:
+        path = save_per_image(out / f"per_image_{stage}.npz", *per_image, module.class_names)
+        log.info("per-image confusion matrices written to %s", path)
+    metrics = module.last_results
+    reliability = getattr(module, "last_reliability", {}).get(stage)
+    if reliability is None:
+        return
+    stats = {**reliability, **{k: metrics[f"{stage}/{k}"] for k in ("ece", "nll")}}
+    fig = reliability_figure(stats, f"{stage} reliability (temperature {module.temperature:g})")
+    fig.savefig(out / f"reliability_{stage}.png", dpi=100)
+    boards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    for lg in boards:
+        lg.experiment.add_figure(f"{stage}/reliability", fig, global_step=step, close=False)
+    pyplot().close(fig)
 
 
 @explain_oom
@@ -118,10 +148,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("evaluating checkpoint %s", ckpt)
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     metrics.update(_stage_metrics(module, trainer, "val"))
+    _stage_files(module, "val", out_dir, trainer.loggers, trainer.global_step)
     stages = ["val"]
     if cfg.get("test", True) and datamodule.has_test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         metrics.update(_stage_metrics(module, trainer, "test"))
+        _stage_files(module, "test", out_dir, trainer.loggers, trainer.global_step)
         stages.append("test")
     metrics.setdefault("val/miou_best", metrics["val/miou"])
     if best_path:
@@ -161,7 +193,7 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
+def saved_run_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     """The training run's config, with this command's ``data`` / ``trainer`` values on top."""
     saved = OmegaConf.create(ckpt["seglab_config"])
     with open_dict(saved):
@@ -171,6 +203,8 @@ def _saved_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
         saved.trainer = OmegaConf.merge(trainer, cfg.get("trainer") or {})
         if cfg.get("inference"):  # this command's choice, not the training run's
             saved.inference = cfg.inference
+        if cfg.get("evaluation"):  # the same: what this evaluation computes
+            saved.evaluation = cfg.evaluation
     return saved
 
 
@@ -200,7 +234,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in ("val", "test"):
         raise InputError(f"split must be 'val' or 'test', got {cfg.split!r}")
     ckpt = load_checkpoint(cfg.ckpt_path)
-    run = _saved_config(cfg, ckpt)
+    run = saved_run_config(cfg, ckpt)
     check_checkpoint_data(ckpt, cfg.ckpt_path, run.data, "evaluate")
     out_dir = Path(cfg.paths.output_dir)
     print_config_tree(run, out_dir / "config_tree.log")
@@ -209,6 +243,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split == "test" and not datamodule.has_test:
         raise InputError(f"data '{run.data.name}' has no test split; use split=val")
     module, _ = module_from_checkpoint(ckpt, run, path=cfg.ckpt_path)
+    if hasattr(module, "temperature"):  # the semantic task's probabilities
+        module.temperature = resolve_temperature(cfg.get("temperature"), cfg.ckpt_path)
     callbacks = run_callbacks(cfg)
     trainer: L.Trainer = instantiate(
         run.trainer, logger=False, callbacks=callbacks, default_root_dir=str(out_dir)
@@ -216,5 +252,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_eval = trainer.validate if cfg.split == "val" else trainer.test
     run_eval(module, datamodule=datamodule, verbose=False)
     metrics = _stage_metrics(module, trainer, cfg.split)
+    _stage_files(module, cfg.split, out_dir)
     _report(metrics, module.class_names, [cfg.split], out_dir)
     return metrics

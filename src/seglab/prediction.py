@@ -15,15 +15,13 @@ from seglab.checkpoints import load_checkpoint
 from seglab.errors import InputError, MissingFileError
 from seglab.export import read_onnx_metadata
 from seglab.instance_prediction import is_instance_run, predict_instances
-from seglab.prediction_io import (
-    INSTANCE_MASKS,
-    MASK,
-    OVERLAY,
-    OutputPlan,
-    check_writable,
-    plan_outputs,
+from seglab.prediction_io import INSTANCE_MASKS, OutputPlan, check_writable, plan_outputs
+from seglab.semantic_prediction import (
+    checkpoint_scorer,
+    onnx_scorer,
+    predict_semantic,
+    semantic_outputs,
 )
-from seglab.semantic_prediction import checkpoint_labeller, onnx_labeller, predict_semantic
 
 
 def _model_file(cfg: DictConfig) -> tuple[str, Path]:
@@ -52,7 +50,8 @@ def plan_run(cfg: DictConfig, semantic_only: bool) -> OutputPlan:
     if not semantic_only:  # what an instance checkpoint writes besides the overlays
         folders = [INSTANCE_MASKS] if cfg.get("instance_masks", False) else []
         others = {"coco_json": Path(cfg.coco_json)} if cfg.get("coco_json") else {}
-    plan = plan_outputs(Path(cfg.input), out_root, [MASK, OVERLAY], folders, others)
+    endings = semantic_outputs(cfg)  # mask, overlay (+ probabilities, uncertainty maps)
+    plan = plan_outputs(Path(cfg.input), out_root, endings, folders, others)
     check_writable(out_root)
     if "coco_json" in others:
         check_writable(others["coco_json"].parent, "coco_json", "a file in a writable folder")
@@ -68,9 +67,15 @@ def predict(cfg: DictConfig) -> list[Path]:
     if key == "onnx_path":
         data = read_onnx_metadata(model_file)  # cheap; refuses an ONNX file without metadata
         plan = plan_run(cfg, semantic_only=True)
-        return predict_semantic(cfg, plan, *onnx_labeller(cfg, data))
+        return predict_semantic(cfg, plan, onnx_scorer(cfg, data))
     plan = plan_run(cfg, semantic_only=False)
     ckpt = load_checkpoint(model_file)
     if is_instance_run(ckpt["seglab_config"]):
+        wanted = [k for k in ("save_probs", "uncertainty") if cfg.get(k, False)]
+        if wanted:
+            raise InputError(
+                f"{' and '.join(wanted)} are for semantic checkpoints; {model_file} is a "
+                f"Mask R-CNN (task=instance) checkpoint: leave {'/'.join(wanted)} out"
+            )
         return predict_instances(cfg, plan, ckpt)
-    return predict_semantic(cfg, plan, *checkpoint_labeller(cfg, ckpt))
+    return predict_semantic(cfg, plan, checkpoint_scorer(cfg, ckpt))

@@ -28,8 +28,11 @@ from seglab.task_module import TaskModule
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-# What an image's output name ends with: the mask, the overlay, the instance masks' folder.
+# What an image's output name ends with: the mask, the overlay, the instance masks' folder;
+# with save_probs=true the class probabilities, with uncertainty=true the entropy map and,
+# with several test-time-augmentation views, their variance.
 MASK, OVERLAY, INSTANCE_MASKS = ".png", "_overlay.png", "_instances"
+PROBS, ENTROPY, TTA_VAR = "_probs.npy", "_entropy.png", "_tta_var.png"
 FIX_NAMES = "rename one of the two inputs, or predict them into separate output= folders"
 
 
@@ -140,8 +143,8 @@ class OutputPlan:
     out_root: Path
 
     def output(self, i: int, ending: str) -> Path:
-        """Input ``i``'s output ending with ``ending`` (``MASK``, ``OVERLAY``,
-        ``INSTANCE_MASKS``); its folder is created."""
+        """Input ``i``'s output ending with ``ending`` (``MASK``, ``OVERLAY``, ``PROBS``,
+        ``ENTROPY``, ``TTA_VAR``, ``INSTANCE_MASKS``); its folder is created."""
         self.stems[i].parent.mkdir(parents=True, exist_ok=True)
         return _named(self.stems[i], ending)
 

@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 
 NONFINITE_LOSS_MODES = ("error", "skip")
 
+# The evaluation config group (conf/evaluation/default.yaml); a checkpoint saved before the
+# group existed gets these.
+EVALUATION_DEFAULTS: dict[str, Any] = {
+    "calibration_bins": 15,
+    "boundary": True,
+    "boundary_tolerance_px": 2,
+    "boundary_dilation_ratio": 0.02,
+    "per_image": True,
+}
+
+
+def evaluation_settings(given: dict[str, Any] | None) -> dict[str, Any]:
+    """The evaluation group's values over ``EVALUATION_DEFAULTS``; an unknown key is refused."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(EVALUATION_DEFAULTS))
+    if unknown:
+        raise InputError(
+            f"unknown evaluation setting(s) {unknown}; the evaluation group has "
+            f"{sorted(EVALUATION_DEFAULTS)} (conf/evaluation/default.yaml)"
+        )
+    return {**EVALUATION_DEFAULTS, **given}
+
 
 class NonFiniteLossError(SeglabError, FloatingPointError):
     """The training loss became NaN or infinite (``model.nonfinite_loss=error``)."""
@@ -49,6 +71,7 @@ class TaskModule(L.LightningModule):
         train_trunk: bool = True,
         lr_mult: dict[str, float] | None = None,
         nonfinite_loss: str = "error",
+        evaluation: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE_LOSS_MODES:
@@ -63,6 +86,8 @@ class TaskModule(L.LightningModule):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.train_trunk, self.lr_mult = train_trunk, lr_mult
+        # What evaluations compute besides the confusion matrix (the semantic task reads it).
+        self.evaluation = evaluation_settings(evaluation)
         # The resolved run config as plain containers, saved into every checkpoint so that
         # eval/predict rebuild exactly this model (and torch.load(weights_only=True) works).
         self.run_config: dict = {}

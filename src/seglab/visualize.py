@@ -37,6 +37,21 @@ def overlay(
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+def hatch_uncertain(rgb: np.ndarray, uncertain: np.ndarray, period: int = 8) -> np.ndarray:
+    """Hatches the ``uncertain`` pixels (bool (H, W)) of an RGB uint8 picture with diagonal
+    stripes ``period`` pixels apart: half of each period is blended halfway to white, the
+    other half halfway to black. A pixel (nearly) at its stripe's colour, which halfway would
+    not move, is blended to the other colour instead, so every uncertain pixel changes and
+    no other does."""
+    ys, xs = np.indices(uncertain.shape)
+    light = ((xs + ys) % period) < period // 2
+    target = np.where(light, 255, 0).astype(np.float32)[..., None].repeat(3, axis=2)
+    near = (np.abs(rgb.astype(np.float32) - target) <= 1).all(axis=2, keepdims=True)
+    target = np.where(near, 255 - target, target)
+    hatched = ((rgb.astype(np.float32) + target) / 2).round().clip(0, 255).astype(np.uint8)
+    return np.where(uncertain[..., None], hatched, rgb)
+
+
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Normalised (C, H, W) tensor -> uint8 (H, W, 3) picture (grayscale repeated)."""
     img = image.detach().float().cpu().numpy().transpose(1, 2, 0)

@@ -32,6 +32,8 @@ def pad_collate(batch: list[dict[str, Any]], ignore_index: int) -> dict[str, Any
         "image": images,
         "mask": masks,
         "index": torch.tensor([s["index"] for s in batch]),
+        # Each image's own size: what of the padded tensors is the image (boundary metrics).
+        "size": torch.tensor([list(s["image"].shape[-2:]) for s in batch]),
     }
 
 

@@ -6,28 +6,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from seglab.plotting import pyplot, save_figure
 from seglab.visualize import colorize
-
-
-def pyplot() -> Any:
-    """pyplot on the file-only Agg backend, imported here: only the figures need it."""
-    import matplotlib  # here: optional for everything but drawing
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(plt: Any, fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:

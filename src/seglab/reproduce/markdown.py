@@ -15,7 +15,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from seglab.reproduce.verdicts import NOT_CONFIRMED, fmt
+from seglab.comparison.stats import RESAMPLES, SEED
+from seglab.reproduce.verdicts import NOT_CONFIRMED, fmt, interval_rule
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ HOW_VERDICTS_ARE_DECIDED = [
     "- `at_least run metric value`: passes when reached (never contradicts).",
     "- With a `floor`, a comparison where both values are below it is inconclusive "
     "(neither model learned enough to compare them).",
+    "- `better` / `not_worse` on miou, aacc or iou/<class> also give, when both runs saved "
+    "per-image confusion matrices, the paired bootstrap interval of a - b over the "
+    f"validation images ({RESAMPLES} resamples of the images, seed {SEED}, as "
+    "`python src/compare.py` computes it) and its verdict. " + interval_rule() + " It is "
+    "shown beside the check; the check's status follows the margin rule above.",
     "",
     "A finding is **contradicted** when a counted check is contradicted, **confirmed** when "
     "every counted check passes, and **not confirmed at this budget** otherwise; checks "
@@ -46,20 +52,20 @@ HOW_VERDICTS_ARE_DECIDED = [
 ]
 
 
-def _command() -> str:
-    """The command line that made this report (Hydra's overrides, else ``sys.argv``)."""
+def command_line(script: str = "reproduce.py") -> str:
+    """The command line that made a report (Hydra's overrides, else ``sys.argv``)."""
     try:
         args = list(HydraConfig.get().overrides.task)
     except Exception:
         args = sys.argv[1:]
-    return " ".join(["python src/reproduce.py", *args])
+    return " ".join([f"python src/{script}", *args])
 
 
 def _header(cfg: DictConfig, seconds: float, partial: bool) -> list[str]:
     return [
         "# Reproduction report: the seed projects' findings with seglab",
         "",
-        f"Command: `{_command()}`  ",
+        f"Command: `{command_line()}`  ",
         f"Total time: {seconds / 60:.1f} min (budget={cfg.budget}); "
         f"{'PARTIAL: still running or interrupted; ' if partial else ''}"
         f"written {time.strftime('%Y-%m-%d %H:%M:%S')}  ",
@@ -261,7 +267,7 @@ def _finding_section(i: int, res: dict[str, Any], spec: DictConfig, cfg: DictCon
         n = next((r.get("bf_images") for r in runs.values() if r.get("bf_images")), 0)
         lines += [
             "",
-            f"BF: boundary F-score (seglab.metrics.boundary_fscore), tolerance "
+            f"BF: boundary F-score (seglab.boundary.boundary_fscore), tolerance "
             f"{spec.boundary_tolerance_px} px at the validation size, mean over {n} images of "
             "the mean over the classes in each image's label.",
         ]

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from seglab.benchmark.flops import flops_per_image
+from seglab.boundary import boundary_fscore
 from seglab.checkpoints import load_checkpoint, module_from_checkpoint
 from seglab.config import build
-from seglab.metrics import boundary_fscore
 from seglab.module import logits_to_labels
 from seglab.visualize import denormalize
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from seglab.reproduce.figures import pyplot, save_figure
+from seglab.plotting import pyplot, save_figure
 
 
 def curves_png(
