@@ -26,6 +26,8 @@ KEYS = [
     "gflops_per_img",
     "metric.update_ms",
     "metric.torchmetrics_update_ms",
+    "metric.calibration_ms",
+    "metric.boundary_ms",
 ]
 
 

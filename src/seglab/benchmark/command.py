@@ -12,13 +12,20 @@ from omegaconf import DictConfig, open_dict
 
 from seglab.allocator import keep_freed_memory
 from seglab.benchmark.flops import flops_per_image
-from seglab.benchmark.speeds import infer_times, loader_rate, metric_update_ms, onnx_times
+from seglab.benchmark.speeds import (
+    evaluation_metrics_ms,
+    infer_times,
+    loader_rate,
+    metric_update_ms,
+    onnx_times,
+)
 from seglab.benchmark.tables import print_result
 from seglab.benchmark.timing import default_device, summary
 from seglab.benchmark.training_loops import interleaved_training
 from seglab.config import build, model_name, print_config_tree
 from seglab.data.conventions import infer_num_classes
 from seglab.instantiators import build_module
+from seglab.module import autocast
 
 
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
@@ -64,6 +71,9 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     metric_ms, torchmetrics_ms = metric_update_ms(
         cfg.data.num_classes, cfg.data.ignore_index, tuple(batch["mask"].shape), device
     )
+    with torch.no_grad(), autocast(precision, device):
+        logits = module.logits(x).float()
+    extra_ms = evaluation_metrics_ms(logits, batch["mask"].to(device), cfg.data.ignore_index)
 
     result = {
         "model": model_name(cfg),
@@ -94,6 +104,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         "gflops_per_img": gflops,
         "metric.update_ms": metric_ms,
         "metric.torchmetrics_update_ms": torchmetrics_ms,
+        "metric.calibration_ms": extra_ms["calibration"],
+        "metric.boundary_ms": extra_ms["boundary"],
         "gflops_size": bench.flops_size,
         # Training does forward + backward: about 3x the forward FLOPs per image.
         "train.gflop_per_s": 3 * gflops_batch * seglab_train["median"],

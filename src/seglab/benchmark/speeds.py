@@ -1,5 +1,6 @@
 """Speeds of the parts around the training step: eager and onnxruntime inference, one
-metric update (seglab's confusion matrix against torchmetrics) and data loading alone."""
+metric update (seglab's confusion matrix against torchmetrics; the calibration and boundary
+metrics every evaluation adds) and data loading alone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from seglab.benchmark.timing import sync
+from seglab.boundary import BoundaryStats
+from seglab.calibration import CalibrationStats
 from seglab.export import export_onnx
 from seglab.metrics import ConfusionMatrix
 from seglab.module import autocast
@@ -59,17 +62,35 @@ def metric_update_ms(
     target = target.to(device)
     ours = ConfusionMatrix(num_classes, ignore_index).to(device)
     theirs = MulticlassJaccardIndex(num_classes, ignore_index=ignore_index).to(device)
-    result = []
-    for metric in (ours, theirs):
-        times = []
-        for _ in range(12):
-            sync(device)
-            start = time.perf_counter()
-            metric.update(preds, target)
-            sync(device)
-            times.append(time.perf_counter() - start)
-        result.append(1000 * statistics.median(times[2:]))
-    return result[0], result[1]
+    ms = [median_ms(lambda m=metric: m.update(preds, target), device) for metric in (ours, theirs)]
+    return ms[0], ms[1]
+
+
+def median_ms(update: Any, device: torch.device, repeats: int = 12) -> float:
+    """Median milliseconds of ``update()`` over ``repeats`` calls (the first two left out)."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        update()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[2:])
+
+
+def evaluation_metrics_ms(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int
+) -> dict[str, float]:
+    """What an evaluation adds per batch besides the confusion matrix, in ms: the calibration
+    sums on the net's ``logits`` and the boundary metrics (BF and Boundary IoU, default
+    settings) on a prediction with realistic edges, ``target`` shifted by 2 pixels."""
+    c = logits.shape[1] if logits.shape[1] > 1 else 2
+    pred = torch.roll(target, shifts=(2, 2), dims=(-2, -1)).clamp(0, c - 1)
+    calibration, boundary = CalibrationStats(c, ignore_index), BoundaryStats(c, ignore_index)
+    return {
+        "calibration": median_ms(lambda: calibration.update(logits, target), logits.device),
+        "boundary": median_ms(lambda: boundary.update(pred, target), logits.device),
+    }
 
 
 def loader_rate(datamodule: Any, batches: int) -> tuple[float, int]:

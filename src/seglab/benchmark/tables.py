@@ -51,6 +51,10 @@ def print_result(r: dict[str, Any]) -> None:
             f"{r['metric.update_ms']:.2f} / {r['metric.torchmetrics_update_ms']:.2f}",
         ),
         (
+            "evaluation extras ms / batch: calibration, boundary",
+            f"{r['metric.calibration_ms']:.2f}, {r['metric.boundary_ms']:.2f}",
+        ),
+        (
             "data loading img/s",
             f"{r['loader.img_per_s']:.0f} ({r['loader.ratio_to_train']:.1f}x training)",
         ),
