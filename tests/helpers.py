@@ -4,6 +4,9 @@ composing a config as the entry scripts do. Tests import it as ``helpers`` (pyte
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -84,3 +87,43 @@ def assert_frozen_encoder(
     for key, value in encoder.state_dict().items():  # weights and BatchNorm buffers
         assert torch.equal(before[key], value), key
     assert any(not torch.equal(rest_before[n], p) for n, p in rest.items()), "nothing trained"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"seglab_script_{name}", ROOT / "src" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_script_main(
+    script: str, args: list[str], capsys, monkeypatch, run_dir: Path | None = None
+) -> tuple[int, str]:
+    """Runs ``src/<script>.py``'s ``main`` in this process with ``args`` as its command line
+    (into ``run_dir`` when given); returns the exit status and what it printed (stdout and
+    stderr). Hydra's logging set-up for the run is undone afterwards."""
+    main = _script(script)
+    folder = [f"hydra.run.dir={run_dir}"] if run_dir is not None else []
+    monkeypatch.setattr(sys, "argv", [f"src/{script}.py", *args, *folder])
+    GlobalHydra.instance().clear()
+    capsys.readouterr()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+        # Hydra configured logging for the run (a file in its folder): undo it, so that later
+        # tests in this process do not log into a folder that will be gone.
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out = capsys.readouterr()
+    return code, out.out + out.err

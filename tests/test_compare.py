@@ -4,18 +4,14 @@ and two real shapes runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
-from helpers import ROOT, tiny_cfg
+from helpers import run_script_main, tiny_cfg
 from seglab import pipeline
 from seglab.comparison.command import compare
 from seglab.comparison.stats import (
@@ -297,28 +293,12 @@ def test_compare_calls_a_trained_shapes_model_better(tmp_path, monkeypatch, caps
         assert (tmp_path / run / "per_image_test.npz").is_file()
 
     # src/compare.py's main, as the command line runs it (Hydra makes the run folder).
-    spec = importlib.util.spec_from_file_location(
-        "seglab_script_compare", ROOT / "src" / "compare.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     args = [
         f"runs=[{tmp_path / 'untrained'},{tmp_path / 'trained'}]",
         f"paths.log_dir={tmp_path / 'out'}",
     ]
-    monkeypatch.setattr(sys, "argv", ["src/compare.py", *args])
-    GlobalHydra.instance().clear()
-    root = logging.getLogger()
-    handlers = root.handlers[:]
-    try:
-        script.main()
-    finally:
-        GlobalHydra.instance().clear()
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-    printed = capsys.readouterr().out
+    code, printed = run_script_main("compare", args, capsys, monkeypatch)
+    assert code == 0, printed
     (folder,) = (tmp_path / "out" / "compare").iterdir()
     saved = json.loads((folder / "comparison.json").read_text())
     assert saved["split"] == "test" and saved["images"] == 5  # auto: both runs have test

@@ -6,20 +6,16 @@ file or key and the fix, no traceback, and the message in the run's log."""
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from fixtures import make_folder
-from helpers import ROOT, TINY, compose_cfg
+from helpers import TINY, compose_cfg, run_script_main
 from seglab.errors import EXIT_INPUT, InputError
 from seglab.pipeline import evaluate, train
 
@@ -35,40 +31,8 @@ FOLDER_RUN = [
 ]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"seglab_script_{name}", ROOT / "src" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def run(script: str, args: list[str], run_dir: Path, capsys, monkeypatch) -> tuple[int, str]:
-    """Runs ``src/<script>.py`` with ``args`` as its command line; returns the exit status
-    and what it printed (stdout and stderr)."""
-    main = _script(script)
-    monkeypatch.setattr(sys, "argv", [f"src/{script}.py", *args, f"hydra.run.dir={run_dir}"])
-    GlobalHydra.instance().clear()
-    capsys.readouterr()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-        # Hydra configured logging for the run (a file in its folder): undo it, so that later
-        # tests in this process do not log into a folder that will be gone.
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_script_main(script, args, capsys, monkeypatch, run_dir)
 
 
 def _truncate(p: Path) -> None:

@@ -24,17 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from seglab import provenance
 from seglab.calibration import CalibrationStats, fit_temperature, reliability_figure
-from seglab.checkpoint_checks import check_checkpoint_data
 from seglab.checkpoints import load_checkpoint, module_from_checkpoint
-from seglab.config import build, print_config_tree
+from seglab.config import build
 from seglab.errors import InputError, MissingFileError
 from seglab.instance_prediction import is_instance_run
 from seglab.metrics_output import save_metrics_json
 from seglab.module import autocast
 from seglab.out_of_memory import explain_oom
-from seglab.pipeline import saved_run_config
+from seglab.pipeline import checkpoint_run
 from seglab.plotting import pyplot, save_figure
 from seglab.temperature import save_calibration
 
@@ -162,11 +160,7 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
             f"{ckpt_path} is a Mask R-CNN (task=instance) checkpoint; calibrate.py fits the "
             "softmax temperature of semantic segmentation checkpoints only"
         )
-    run = saved_run_config(cfg, ckpt)
-    check_checkpoint_data(ckpt, cfg.ckpt_path, run.data, "evaluate")
-    out_dir = Path(cfg.paths.output_dir)
-    print_config_tree(run, out_dir / "config_tree.log")
-    provenance.save(out_dir, run.get("seed"))
+    run, out_dir = checkpoint_run(cfg, ckpt)
     datamodule = build(run.data)
     datamodule.prepare_data()
     datamodule.setup("validate")

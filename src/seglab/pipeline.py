@@ -228,17 +228,25 @@ def _data_on_top(saved: DictConfig, given: DictConfig) -> DictConfig:
     return merged
 
 
+def checkpoint_run(cfg: DictConfig, ckpt: dict[str, Any]) -> tuple[DictConfig, Path]:
+    """What a command run on a checkpoint (eval.py, calibrate.py) starts with: the training
+    run's config with this command's values on top, checked against the checkpoint, printed
+    and saved with the provenance into this command's run folder (returned too)."""
+    run = saved_run_config(cfg, ckpt)
+    check_checkpoint_data(ckpt, cfg.ckpt_path, run.data, "evaluate")
+    out_dir = Path(cfg.paths.output_dir)
+    print_config_tree(run, out_dir / "config_tree.log")
+    provenance.save(out_dir, run.get("seed"))
+    return run, out_dir
+
+
 @explain_oom
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuilds the model from the checkpoint's own config and evaluates ``cfg.split``."""
     if cfg.split not in ("val", "test"):
         raise InputError(f"split must be 'val' or 'test', got {cfg.split!r}")
     ckpt = load_checkpoint(cfg.ckpt_path)
-    run = saved_run_config(cfg, ckpt)
-    check_checkpoint_data(ckpt, cfg.ckpt_path, run.data, "evaluate")
-    out_dir = Path(cfg.paths.output_dir)
-    print_config_tree(run, out_dir / "config_tree.log")
-    provenance.save(out_dir, run.get("seed"))
+    run, out_dir = checkpoint_run(cfg, ckpt)
     datamodule = build(run.data)
     if cfg.split == "test" and not datamodule.has_test:
         raise InputError(f"data '{run.data.name}' has no test split; use split=val")
