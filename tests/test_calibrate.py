@@ -96,13 +96,9 @@ def test_temperature_scaling_lowers_the_validation_nll(make_cfg, tmp_path):
     # fit's, which replaced the first's.
     assert json.loads(temperature_file(ckpt).read_text())["temperature"] == best
     cfg = make_cfg("eval", f"ckpt_path={ckpt}", "+trainer.precision=32-true", out="eval")
-    if "temperature" not in cfg:
-        pytest.skip("eval.py has no temperature key yet (helper A's wiring of issue 20)")
+    assert cfg.temperature == "auto"
     metrics = pipeline.evaluate(cfg)
-    nll = [k for k in metrics if k.startswith("val/") and k.endswith("nll")]
-    if not nll:
-        pytest.skip("eval.py reports no NLL yet (helper A's wiring of issue 20)")
-    assert metrics[nll[0]] == pytest.approx(full["nll_after"], rel=1e-6)
+    assert metrics["val/nll"] == pytest.approx(full["nll_after"], rel=1e-6)
 
 
 def test_binary_net_and_an_unwritable_checkpoint_folder(make_cfg, tmp_path, monkeypatch):
