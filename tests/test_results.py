@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -53,7 +54,7 @@ def _fake_run(run_dir: Path, miou: float, curve: list[list[float]]) -> None:
 def _records(tmp_path: Path) -> list[dict]:
     variants = {}
     for name, miou, wall in (("recipe", 0.93, 110.0), ("slow_defaults", 0.90, 220.0)):
-        _fake_run(tmp_path / name, miou, [[30.0, 0.5], [60.0, miou]])
+        _fake_run(tmp_path / name, miou, [[wall / 4, 0.5], [wall / 2, miou]])
         run = read_run(tmp_path / name)
         run.update(wall_s=wall, rc=0, command=f"python src/train.py experiment=cpu_shapes {name}")
         variants[name] = run
@@ -96,6 +97,9 @@ def test_read_run_counts_parameters_without_batchnorm_statistics(tmp_path):
 
 def test_page_has_every_column_row_and_section(tmp_path):
     records = _records(tmp_path)
+    report_only = {"recipe": records[0]["variants"]["recipe"]}
+    records.append({"recipe": "cpu_coco", "dataset": "COCO", "target": None,
+                    "variants": report_only})  # fmt: skip
     add_plot(records[0], tmp_path / "results")
     meta = {"command": "python src/results.py", "hardware": "Some CPU, 2 cores, no GPU"}
     page = results_markdown(records, REFS, meta | {"budget": 1.0, "written": "today"})
@@ -120,7 +124,13 @@ def test_page_has_every_column_row_and_section(tmp_path):
     assert "![time to accuracy: cpu_shapes](results/cpu_shapes.png)" in page
     assert (tmp_path / "results" / "cpu_shapes.png").is_file()
     assert "slow_defaults took 2.00x the wall time of recipe" in page
+    # time to the same accuracy from the curves: 0.90 at 55 s (recipe) and 110 s
+    assert (
+        "To slow_defaults's best val mIoU (90.0): recipe 0.9 min, slow_defaults 1.8 min (2.00x)."
+        in page
+    )
     assert "What was measured" in page
+    assert page.count("No target.") == 1 and "**-**" not in page  # the report-only recipe
 
 
 def test_unmeasured_page_says_so():
@@ -192,8 +202,10 @@ def test_a_later_call_keeps_earlier_recipes_and_variants(tmp_path):
 
 def test_plain_loop_curve_scales_the_training_share(tmp_path):
     records = _records(tmp_path)
-    run = records[0]["variants"]["recipe"]  # wall 100 s, training 70 s, curve at 30 and 60 s
-    assert plain_curve(run, 0.9) == [[30.0 * 0.93, 0.5], [60.0 * 0.93, 0.93]]
+    run = records[0]["variants"]["recipe"]  # wall 100 s, training 70 s, curve at 27.5 and 55 s
+    curve = plain_curve(run, 0.9)
+    assert [miou for _, miou in curve] == [0.5, 0.93]
+    assert [t for t, _ in curve] == pytest.approx([27.5 * 0.93, 55.0 * 0.93])
     assert plain_curve({"time_split": None}, 0.9) == []
     plain = {"ratio": 0.9, "seglab_img_per_s": 9.0, "plain_img_per_s": 10.0,
              "command": "python src/benchmark.py experiment=cpu_shapes"}  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 
 from seglab import checkpoint_io
 from seglab.pipeline import train
-from seglab.time_split import PARTS, process_start_time
+from seglab.time_split import PARTS, TimeSplit, process_start_time
 
 # The visualizer's figures are legitimately "other" but would dominate a run this short.
 NO_FIGURES = "++callbacks.visualizer=null"
@@ -67,3 +67,34 @@ def test_slow_checkpoint_writes_count_as_checkpoints(make_cfg, monkeypatch):
 
 def test_process_start_is_before_now():
     assert time.time() - 30 * 86400 < process_start_time() <= time.time()
+
+
+def test_next_run_in_the_same_process_starts_its_own_clock(tmp_path):
+    """A multirun's 2nd job (same process) counts from the 1st job's last write, not from the
+    process start, so its wall time is not cumulative."""
+    TimeSplit(start=time.time() - 100.0).write(tmp_path / "job0")
+    time.sleep(0.2)
+    second = TimeSplit().write(tmp_path / "job1")
+    wall = json.loads(second.read_text())["wall_s"]
+    assert 0.2 <= wall < 5.0
+
+
+def test_other_callbacks_batch_end_work_counts_as_training(make_cfg, monkeypatch):
+    """An EMA update (another callback's batch-end hook) is training, not waiting for data:
+    TimeSplit runs after the other callbacks."""
+    from seglab.callbacks import WeightEMA
+
+    update = WeightEMA.on_train_batch_end
+    calls = []
+
+    def slow_update(self, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        time.sleep(0.05)
+        update(self, *args, **kwargs)
+
+    monkeypatch.setattr(WeightEMA, "on_train_batch_end", slow_update)
+    data = _run(make_cfg, "trainer.max_epochs=1", "callbacks=[default,ema]")
+    _check_sum(data)
+    slept = 0.05 * len(calls)
+    assert calls and data["parts"]["loading"] < slept
+    assert data["parts"]["training"] >= slept

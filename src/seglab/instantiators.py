@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from seglab.config import build, plain
 from seglab.out_of_memory import StepRecorder
 from seglab.task_module import TaskModule
+from seglab.time_split import TimeSplit
 
 # Keys of a model config that other parts of the config read, not the module's constructor
 # (dropped before it is built; old checkpoints' saved configs hold them too):
@@ -66,5 +67,9 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def run_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The callbacks group of ``cfg``, and the step recorder that out-of-memory errors read."""
-    return [*instantiate_all(cfg.get("callbacks")), StepRecorder()]
+    """The callbacks group of ``cfg``, and the step recorder that out-of-memory errors read.
+    ``TimeSplit`` goes last, so that the other callbacks' batch-end work (an EMA update)
+    counts as training, not as waiting for the next batch (Lightning itself moves the
+    checkpoint callbacks after it; their writes are timed apart)."""
+    callbacks = [*instantiate_all(cfg.get("callbacks")), StepRecorder()]
+    return sorted(callbacks, key=lambda c: isinstance(c, TimeSplit))

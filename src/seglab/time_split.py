@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # When this module was imported: the process start's last resort (no /proc, no psutil).
 _IMPORTED_AT = time.time()
+# When the last TimeSplit of this process wrote its file (Unix time): the next run in the
+# same process (a Hydra multirun's 2nd and later jobs) starts its clock there, not at the
+# process start, so its wall time is its own.
+_LAST_WRITTEN: float | None = None
 
 PARTS = ("startup", "loading", "training", "evaluation", "checkpoints", "other")
 
@@ -55,12 +59,16 @@ class TimeSplit(L.Callback):
     """Measures the share of wall time in each part of a run (see the module docstring).
 
     ``dirpath``: where ``time_split.json`` goes (default: the trainer's ``default_root_dir``).
-    ``start``: the Unix time that counts as the process start (default: read from the OS);
-    tests pass their own start so that pytest's start-up is not counted."""
+    ``start``: the Unix time that counts as the run's start (default: the process start read
+    from the OS, or when the previous run in this process wrote its file); tests pass their
+    own start so that pytest's start-up is not counted."""
 
     def __init__(self, dirpath: str | None = None, start: float | None = None) -> None:
         self.dirpath = dirpath
-        start_unix = process_start_time() if start is None else float(start)
+        if start is not None:
+            start_unix = float(start)
+        else:
+            start_unix = _LAST_WRITTEN if _LAST_WRITTEN is not None else process_start_time()
         # perf_counter is monotonic: the start is mapped onto it once.
         self._start = time.perf_counter() - (time.time() - start_unix)
         self._cursor = self._start
@@ -189,7 +197,9 @@ class TimeSplit(L.Callback):
 
     def write(self, folder: Path, stage: str = "") -> Path:
         """Writes ``folder / time_split.json`` and logs the shares in one line."""
+        global _LAST_WRITTEN
         data = self.summary()
+        _LAST_WRITTEN = time.time()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "time_split.json"
         path.write_text(json.dumps(data, indent=2) + "\n")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seglab.plotting import pyplot, save_figure
+from seglab.results.plain_loop import PLAIN
 
 
 def curves_png(
@@ -23,7 +24,10 @@ def curves_png(
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for label, points in curves.items():
         if points:
-            ax.plot([p[0] / 60 for p in points], [p[1] for p in points], marker=".", label=label)
+            # The derived plain-loop line is dashed: it may lie on the measured one.
+            style = "--" if label == PLAIN else "-"
+            xs, ys = [p[0] / 60 for p in points], [p[1] for p in points]
+            ax.plot(xs, ys, linestyle=style, marker=".", label=label)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
     ax.set(xlabel="wall-clock minutes", ylabel="val mIoU", title=title, ylim=(0, 1))

@@ -182,7 +182,7 @@ def _measured_note(rec: dict[str, Any], budget: float) -> list[str]:
         "the recipe's validation images, not a held-out test set; wall time of the whole "
         "`src/train.py` process (start-up, data loading, training, validation, checkpoints "
         "and the final evaluation), timed by `src/results.py` around it. "
-        f"Target ({name}): {target}: **{status}**."
+        + (f"Target ({name}): {target}: **{status}**." if target != "-" else "No target.")
     ]
     others = [n for n in rec["variants"] if n != name]
     for other in others:
@@ -192,7 +192,29 @@ def _measured_note(rec: dict[str, Any], budget: float) -> list[str]:
                 f" {other} took {o['wall_s'] / run['wall_s']:.2f}x the wall time of {name} "
                 f"(mIoU {_pct(o.get('miou'))} vs {_pct(run.get('miou'))})."
             )
+            lines[0] += _time_to_equal(name, run, other, o)
     return [*lines, ""]
+
+
+def _curve(run: dict[str, Any]) -> list[list[float]]:
+    return (run.get("time_split") or {}).get("curve") or []
+
+
+def _time_to_equal(name: str, run: dict[str, Any], other: str, o: dict[str, Any]) -> str:
+    """Time to the same accuracy, from the curves: when ``name`` first reached the best val
+    mIoU that ``other`` reached, against when ``other`` reached it (fair also when the
+    other run was cut short by a smaller time cap)."""
+    mine, theirs = _curve(run), _curve(o)
+    if not mine or not theirs:
+        return ""
+    t_other, best = max(theirs, key=lambda p: (p[1], -p[0]))
+    t_mine = next((t for t, miou in mine if miou >= best), None)
+    if t_mine is None or t_mine <= 0:
+        return ""
+    return (
+        f" To {other}'s best val mIoU ({_pct(best)}): {name} {t_mine / 60:.1f} min, "
+        f"{other} {t_other / 60:.1f} min ({t_other / t_mine:.2f}x)."
+    )
 
 
 def recipe_section(rec: dict[str, Any], budget: float) -> list[str]:
