@@ -31,10 +31,6 @@ FOLDER_RUN = [
 ]
 
 
-def run(script: str, args: list[str], run_dir: Path, capsys, monkeypatch) -> tuple[int, str]:
-    return run_script_main(script, args, capsys, monkeypatch, run_dir)
-
-
 def _truncate(p: Path) -> None:
     p.write_bytes(p.read_bytes()[:200])
 
@@ -69,7 +65,9 @@ def test_bad_data_is_one_message_exit_2_and_logged(case, tmp_path, capsys, monke
     breaks, words = DATA_CASES[case]
     breaks(root)
     run_dir = tmp_path / "run"
-    code, out = run("train", [*FOLDER_RUN, f"data.root={root}"], run_dir, capsys, monkeypatch)
+    code, out = run_script_main(
+        "train", [*FOLDER_RUN, f"data.root={root}"], capsys, monkeypatch, run_dir
+    )
     assert code == EXIT_INPUT, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     log = (run_dir / "train.log").read_text()
@@ -85,7 +83,9 @@ def test_bad_data_traceback_when_asked(tmp_path, capsys, monkeypatch):
     _truncate(root / "images/train/img1.jpg")
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(InputError, match="img1.jpg"):
-        run("train", [*FOLDER_RUN, f"data.root={root}"], tmp_path / "run", capsys, monkeypatch)
+        run_script_main(
+            "train", [*FOLDER_RUN, f"data.root={root}"], capsys, monkeypatch, tmp_path / "run"
+        )
 
 
 # case -> (overrides, what the message must hold)
@@ -104,7 +104,7 @@ def test_bad_config_is_named_before_anything_is_built(case, tmp_path, capsys, mo
     overrides, words = CONFIG_CASES[case]
     run_dir = tmp_path / "run"
     base = [] if "data=folder" in overrides else TINY
-    code, out = run("train", [*base, *overrides], run_dir, capsys, monkeypatch)
+    code, out = run_script_main("train", [*base, *overrides], capsys, monkeypatch, run_dir)
     assert code == EXIT_INPUT, out[-3000:]
     assert "Traceback" not in out
     log = (run_dir / "train.log").read_text()
@@ -114,10 +114,14 @@ def test_bad_config_is_named_before_anything_is_built(case, tmp_path, capsys, mo
 
 def test_unreadable_command_line_says_to_quote(tmp_path, capsys, monkeypatch):
     # `data.root=/my data` unquoted: the shell splits it in two.
-    code, out = run("train", ["data.root=/my", "data"], tmp_path / "a", capsys, monkeypatch)
+    code, out = run_script_main(
+        "train", ["data.root=/my", "data"], capsys, monkeypatch, tmp_path / "a"
+    )
     assert code == EXIT_INPUT and "Traceback" not in out
     assert """'data.root="/my data"'""" in out
-    code, out = run("train", ["data.root=/données"], tmp_path / "b", capsys, monkeypatch)
+    code, out = run_script_main(
+        "train", ["data.root=/données"], capsys, monkeypatch, tmp_path / "b"
+    )
     assert code == EXIT_INPUT and """'data.root="/données"'""" in out
 
 
@@ -150,7 +154,7 @@ def test_damaged_checkpoint_named_and_told_apart(
     make_folder(images)
     args = [f"ckpt_path={bad}"] + ([f"input={images}/images"] if script == "predict" else [])
     run_dir = tmp_path / "run"
-    code, out = run(script, args, run_dir, capsys, monkeypatch)
+    code, out = run_script_main(script, args, capsys, monkeypatch, run_dir)
     assert code == EXIT_INPUT and "Traceback" not in out, out[-3000:]
     assert str(bad) in out and str(bad) in (run_dir / f"{script}.log").read_text()
     assert "weights_only=False" not in out  # never advice to turn the check off
@@ -174,12 +178,12 @@ def test_eval_reads_the_data_the_user_names(checkpoint, tmp_path, capsys, monkey
     # A corrupt validation image in the folder named is read, and stops the evaluation.
     root = tmp_path / "other0"
     _truncate(next((root / "images/val").rglob("*.jpg")))
-    code, out = run(
+    code, out = run_script_main(
         "eval",
         [f"ckpt_path={checkpoint}", f"+data.root={root}"],
-        tmp_path / "r",
         capsys,
         monkeypatch,
+        tmp_path / "r",
     )
     assert code == EXIT_INPUT and str(root) in out and "Traceback" not in out
 
@@ -212,7 +216,9 @@ def test_predict_never_reports_success_for_work_not_done(
 ):
     args, words = _predict_case(case, tmp_path)
     run_dir = tmp_path / "run"
-    code, out = run("predict", [f"ckpt_path={checkpoint}", *args], run_dir, capsys, monkeypatch)
+    code, out = run_script_main(
+        "predict", [f"ckpt_path={checkpoint}", *args], capsys, monkeypatch, run_dir
+    )
     assert code == EXIT_INPUT and "Traceback" not in out, out[-3000:]
     log = (run_dir / "predict.log").read_text()
     for word in words:
@@ -222,7 +228,7 @@ def test_predict_never_reports_success_for_work_not_done(
 def test_a_train_split_smaller_than_a_batch_stops_before_training(tmp_path, capsys, monkeypatch):
     root = make_folder(tmp_path / "data", splits=(("train", 3), ("val", 2)))
     args = [*FOLDER_RUN, f"data.root={root}", "data.batch_size=8"]
-    code, out = run("train", args, tmp_path / "run", capsys, monkeypatch)
+    code, out = run_script_main("train", args, capsys, monkeypatch, tmp_path / "run")
     assert code == EXIT_INPUT and "Traceback" not in out, out[-3000:]
     assert "the train split has 3 images, fewer than one batch" in out
     assert "data.batch_size=3 or lower" in out

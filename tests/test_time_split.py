@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from seglab import checkpoint_io
+from seglab.callbacks import WeightEMA
 from seglab.pipeline import train
 from seglab.time_split import PARTS, TimeSplit, process_start_time
 
@@ -82,8 +83,6 @@ def test_next_run_in_the_same_process_starts_its_own_clock(tmp_path):
 def test_other_callbacks_batch_end_work_counts_as_training(make_cfg, monkeypatch):
     """An EMA update (another callback's batch-end hook) is training, not waiting for data:
     TimeSplit runs after the other callbacks."""
-    from seglab.callbacks import WeightEMA
-
     update = WeightEMA.on_train_batch_end
     calls = []
 

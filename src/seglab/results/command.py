@@ -23,7 +23,7 @@ from seglab.errors import InputError
 from seglab.results.curves import curves_png
 from seglab.results.plain_loop import PLAIN, benchmark_ratio, plain_curve
 from seglab.results.runs import hardware, run_recipe
-from seglab.results.table import results_markdown
+from seglab.results.table import results_markdown, run_curve
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ def _pending(cfg: DictConfig, recipe: str) -> dict[str, Any]:
 def add_plot(rec: dict[str, Any], figures: Path) -> None:
     """Draws the recipe's time-to-accuracy PNG from its runs' curves; sets ``rec["png"]``
     (relative to the page) when there was a curve to draw."""
-    curves = {
-        name: (run.get("time_split") or {}).get("curve") or []
-        for name, run in rec["variants"].items()
-    }
+    curves = {name: run_curve(run) for name, run in rec["variants"].items()}
     ratio = (rec.get("plain_loop") or {}).get("ratio")
     if ratio and "recipe" in rec["variants"]:
         curves[PLAIN] = plain_curve(rec["variants"]["recipe"], ratio)

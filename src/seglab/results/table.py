@@ -36,9 +36,14 @@ def _wall(s: float | None) -> str:
     return "-" if s is None else f"{s:.0f} s ({s / 60:.1f} min)"
 
 
+def has_target(target: dict[str, Any] | None) -> bool:
+    """Whether a recipe's target states an mIoU (report-only recipes have none)."""
+    return bool(target) and target.get("miou") is not None
+
+
 def target_text(target: dict[str, Any] | None, budget: float) -> str:
     """The target as the table states it (wall time scaled by the budget)."""
-    if not target or target.get("miou") is None:
+    if not has_target(target):
         return "-"
     text = f"mIoU >= {_pct(target['miou'])}"
     if target.get("aacc") is not None:
@@ -50,7 +55,7 @@ def target_text(target: dict[str, Any] | None, budget: float) -> str:
 
 def target_status(target: dict[str, Any] | None, run: dict[str, Any] | None, budget: float) -> str:
     """``met``, ``missed: <why>`` or ``-`` (no target, or nothing measured)."""
-    if not target or target.get("miou") is None or run is None:
+    if not has_target(target) or run is None:
         return "-"
     if run.get("error") or run.get("miou") is None:
         return "missed: the run failed"
@@ -182,7 +187,11 @@ def _measured_note(rec: dict[str, Any], budget: float) -> list[str]:
         "the recipe's validation images, not a held-out test set; wall time of the whole "
         "`src/train.py` process (start-up, data loading, training, validation, checkpoints "
         "and the final evaluation), timed by `src/results.py` around it. "
-        + (f"Target ({name}): {target}: **{status}**." if target != "-" else "No target.")
+        + (
+            f"Target ({name}): {target}: **{status}**."
+            if has_target(rec.get("target"))
+            else "No target."
+        )
     ]
     others = [n for n in rec["variants"] if n != name]
     for other in others:
@@ -196,7 +205,8 @@ def _measured_note(rec: dict[str, Any], budget: float) -> list[str]:
     return [*lines, ""]
 
 
-def _curve(run: dict[str, Any]) -> list[list[float]]:
+def run_curve(run: dict[str, Any]) -> list[list[float]]:
+    """A run record's [[elapsed_s, val mIoU], ...] (time_split.json's curve), or []."""
     return (run.get("time_split") or {}).get("curve") or []
 
 
@@ -204,7 +214,7 @@ def _time_to_equal(name: str, run: dict[str, Any], other: str, o: dict[str, Any]
     """Time to the same accuracy, from the curves: when ``name`` first reached the best val
     mIoU that ``other`` reached, against when ``other`` reached it (fair also when the
     other run was cut short by a smaller time cap)."""
-    mine, theirs = _curve(run), _curve(o)
+    mine, theirs = run_curve(run), run_curve(o)
     if not mine or not theirs:
         return ""
     t_other, best = max(theirs, key=lambda p: (p[1], -p[0]))
